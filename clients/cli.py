@@ -1,0 +1,177 @@
+"""The `paligemma` command: serve PaliGemma 2 with vLLM, build the tiny model, run the demo.
+
+Each subcommand imports what it needs when it runs, so `paligemma --help` is instant and
+a tools-only install never imports torch or vLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Handler = Callable[[argparse.Namespace, list[str]], int]
+
+
+def _gpus(text: str) -> tuple[float, ...]:
+    """Parse `COUNTxGIB` (e.g. `4x80`) into one GiB entry per GPU."""
+    count, _, gib = text.lower().partition("x")
+    try:
+        n, size = int(count), float(gib)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected COUNTxGIB such as 4x80, got {text!r}") from e
+    if n < 1 or size <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive count and size, got {text!r}")
+    return (size,) * n
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from server.presets import DEFAULT_PRESET
+
+    p = sub.add_parser(
+        "serve",
+        help="serve PaliGemma 2 behind vLLM's OpenAI-compatible endpoint",
+        description="Start vLLM for a PaliGemma 2 checkpoint with the right settings for this machine. "
+        "Options after `--` go to vLLM unchanged.",
+    )
+    p.add_argument("--model", default=DEFAULT_PRESET, help="preset name (see `paligemma presets`), hub id or local folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it: see docs/security.md)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", help="model name clients use (default: hub id or folder name)")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--dtype", help="vLLM dtype (default: bfloat16 on GPU, float32 on CPU when it fits)")
+    p.add_argument("--max-model-len", type=int, help="default: image tokens + 768, from the preset or config")
+    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per model copy (default: what fits the preset)")
+    p.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (e.g. one per node)")
+    p.add_argument("--data-parallel-size", type=int, default=1, help="model copies inside one vLLM server")
+    p.add_argument("--distributed-executor-backend", choices=["mp", "ray"], help="ray for several nodes")
+    p.add_argument("--kv-cache-gib", type=float, help="CPU only: KV cache size (default 4, tiny model 1)")
+    p.add_argument("--api-key", default=os.environ.get("PALIGEMMA_API_KEY"), help="require this key (env PALIGEMMA_API_KEY)")
+    p.add_argument("--gpus", type=_gpus, help="with --dry-run: plan for other GPUs, COUNTxGIB such as 4x80")
+    p.add_argument("--dry-run", action="store_true", help="print the exact vLLM command and exit")
+    p.add_argument("--quiet", action="store_true", help="keep vLLM's own log off the terminal")
+    p.add_argument("--log-file", type=Path, help="also write vLLM's log here")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for a healthy server")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
+    from server import serve
+    from server.vllm_command import ServeOptions
+
+    if args.gpus is not None and not args.dry_run:
+        raise SystemExit("paligemma serve: --gpus describes other hardware and only goes with --dry-run")
+    options = ServeOptions(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        served_model_name=args.served_model_name,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        data_parallel_size=args.data_parallel_size,
+        distributed_executor_backend=args.distributed_executor_backend,
+        kv_cache_gib=args.kv_cache_gib,
+        api_key=args.api_key,
+        vllm_args=tuple(vllm_args),
+    )
+    the_plan = serve.plan(options, device=args.device, gpus=args.gpus)
+    if args.dry_run:
+        print(serve.dry_run_text(the_plan))
+        return 0
+    return serve.serve_forever(the_plan, quiet=args.quiet, timeout_s=args.timeout, log_path=args.log_file)
+
+
+def _add_presets(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("presets", help="list the checkpoint presets and the GPUs they need")
+    p.set_defaults(handler=_presets)
+
+
+def _presets(args: argparse.Namespace, rest: list[str]) -> int:
+    from server.presets import sizing_table
+
+    print(sizing_table())
+    return 0
+
+
+def _add_make_tiny_model(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "make-tiny-model",
+        help="build a tiny random-weight PaliGemma 2 (offline; its answers are random nonsense)",
+    )
+    p.add_argument("directory", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_make_tiny_model)
+
+
+def _make_tiny_model(args: argparse.Namespace, rest: list[str]) -> int:
+    from server.tiny_model import build_tiny_model
+
+    path = build_tiny_model(args.directory, seed=args.seed)
+    print(f"Built a tiny random-weight PaliGemma 2 in {path} (its answers are random nonsense).")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="build the tiny model (or use --model), serve it, run the tools on a photo, stop",
+    )
+    p.add_argument("--model", help="a preset, hub id or folder (default: the tiny offline model)")
+    p.add_argument("--image", type=Path, help="an image file (default: a photo shipped with scikit-image)")
+    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from server.demo import run_demo
+
+    return run_demo(model=args.model, image=args.image, port=args.port, device=args.device)
+
+
+def _add_fix_cpu_install(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fix-cpu-install",
+        help="repair torchvision/torchaudio/torchcodec CUDA builds beside a CPU torch (only if broken)",
+    )
+    p.set_defaults(handler=_fix_cpu_install)
+
+
+def _fix_cpu_install(args: argparse.Namespace, rest: list[str]) -> int:
+    from server.cpu_wheels import main
+
+    return main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paligemma", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_serve, _add_presets, _add_make_tiny_model, _add_demo, _add_fix_cpu_install):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `paligemma` console script."""
+    from server.errors import ServeError
+
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in args_in:
+        cut = args_in.index("--")
+        args_in, passthrough = args_in[:cut], args_in[cut + 1 :]
+    args = build_parser().parse_args(args_in)
+    handler: Handler = args.handler
+    try:
+        return handler(args, passthrough)
+    except ServeError as e:
+        print(f"paligemma {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Resolve `--model` (a preset name, a hub id or a local path) and check it can be loaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.errors import CheckpointError, MissingPackageError
+from server.presets import PRESETS, Preset
+from server.tiny_model import is_tiny_model
+
+_ROOM_FOR_PROMPT_AND_ANSWER = 768
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from and what is known of them before loading."""
+
+    location: str  # what vLLM gets as --model: a hub id or an absolute path
+    served_name: str
+    is_local: bool
+    preset: Preset | None = None
+    max_model_len: int | None = None
+    parameters_b: float | None = None
+    is_tiny: bool = False
+
+
+def _max_model_len_from_config(config: dict[str, object]) -> int | None:
+    vision = config.get("vision_config")
+    if not isinstance(vision, dict):
+        return None
+    size, patch = vision.get("image_size"), vision.get("patch_size")
+    if not isinstance(size, int) or not isinstance(patch, int) or patch <= 0:
+        return None
+    image_tokens = (size // patch) ** 2
+    return math.ceil((image_tokens + _ROOM_FOR_PROMPT_AND_ANSWER) / 256) * 256
+
+
+def _local(path: Path) -> ModelSource:
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{path} has no config.json, so it is not a checkpoint folder. "
+            "Pass a folder saved by transformers (config.json, *.safetensors, tokenizer), "
+            "a preset name (see `paligemma presets`) or a hub id."
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path} cannot be read as JSON ({e}); the checkpoint is damaged.") from e
+    if config.get("model_type") != "paligemma":
+        raise CheckpointError(
+            f"{path} holds a {config.get('model_type')!r} model, not PaliGemma; serve a PaliGemma 2 checkpoint."
+        )
+    tiny = is_tiny_model(path)
+    return ModelSource(
+        location=str(path.resolve()),
+        served_name=path.resolve().name,
+        is_local=True,
+        max_model_len=_max_model_len_from_config(config),
+        is_tiny=tiny,
+    )
+
+
+def resolve(model: str) -> ModelSource:
+    """Resolve a preset name, an existing local path, or a hub id (`owner/name`)."""
+    if model in PRESETS:
+        preset = PRESETS[model]
+        return ModelSource(preset.hub_id, preset.hub_id, False, preset, preset.max_model_len, preset.parameters_b)
+    path = Path(model).expanduser()
+    if path.exists():
+        return _local(path)
+    for preset in PRESETS.values():
+        if preset.hub_id == model:
+            return resolve(preset.name)
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        return ModelSource(model, model, False)
+    known = ", ".join(PRESETS)
+    raise CheckpointError(f"{model!r} is neither a preset ({known}), an existing folder, nor a hub id (owner/name).")
+
+
+def check_available(source: ModelSource) -> None:
+    """Fail early, with what to do, when a hub checkpoint is gated, absent, or unreachable."""
+    if source.is_local:
+        return
+    try:
+        import huggingface_hub
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError as e:
+        raise MissingPackageError(
+            "huggingface_hub is missing: install the serving extra, `pip install 'paligemma-tools[cpu]'` "
+            "or `[gpu]`."
+        ) from e
+    if isinstance(huggingface_hub.try_to_load_from_cache(source.location, "config.json"), str):
+        return  # cached: vLLM loads it (and fetches missing weight files if it can)
+    url = f"https://huggingface.co/{source.location}"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise CheckpointError(
+            f"{source.location} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. "
+            f"Download it on a connected machine (`hf download {source.location}`) and copy the cache, "
+            "or pass a local checkpoint folder."
+        )
+    try:
+        huggingface_hub.auth_check(source.location)
+    except GatedRepoError as e:
+        raise CheckpointError(
+            f"{source.location} is gated: accept its licence at {url} with your Hugging Face account, "
+            "then log in (`hf auth login`) or set HF_TOKEN."
+        ) from e
+    except RepositoryNotFoundError as e:
+        raise CheckpointError(
+            f"{source.location} was not found on the hub (or it is private and no token was given). "
+            f"Check the id at {url}, or pick a preset from `paligemma presets`."
+        ) from e
+    except Exception as e:  # connection refused, DNS failure, proxy error: all mean "unreachable"
+        raise CheckpointError(
+            f"{source.location} is not in the local cache and the Hugging Face hub cannot be reached "
+            f"({type(e).__name__}: {e}). Connect this machine, copy a downloaded cache, "
+            "or pass a local checkpoint folder."
+        ) from e

