@@ -1,0 +1,149 @@
+"""The vLLM command `serve` builds for each model source and machine (pure, no server)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.errors import CheckpointError, ServeError
+from server.hardware import Hardware
+from server.model_source import ModelSource, resolve
+from server.presets import PRESETS
+from server.vllm_command import ServeOptions, VllmCommand, build_command, chat_template_path, cpu_binding
+
+CPU = Hardware("cpu", (), (0, 1), 24.0)
+ONE_L4 = Hardware("cuda", (24.0,), (0, 1, 2, 3), 64.0)
+FOUR_A100 = Hardware("cuda", (80.0,) * 4, tuple(range(32)), 512.0)
+
+
+def flag(command: VllmCommand, name: str) -> str | None:
+    argv = list(command.argv)
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_cpu_command_for_a_local_checkpoint(tiny_model_dir: Path) -> None:
+    command = build_command(ServeOptions(model=str(tiny_model_dir)), resolve(str(tiny_model_dir)), CPU)
+    assert command.argv[:3] == (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+    assert flag(command, "--model") == str(tiny_model_dir.resolve())
+    assert flag(command, "--served-model-name") == "tiny-paligemma2"
+    assert flag(command, "--dtype") == "float32"
+    assert flag(command, "--max-model-len") == "1024"  # 256 image tokens + 768, from the config
+    assert flag(command, "--chat-template") == str(chat_template_path())
+    assert flag(command, "--chat-template-content-format") == "openai"
+    assert json.loads(flag(command, "--limit-mm-per-prompt") or "") == {"image": 1}
+    assert "--enforce-eager" in command.argv
+    assert command.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert command.base_url == "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("preset", "hardware", "tensor_parallel", "dtype"),
+    [
+        pytest.param("3b-mix-448", ONE_L4, None, "bfloat16", id="3b-one-24GiB-gpu"),
+        pytest.param("10b-mix-448", FOUR_A100, None, "bfloat16", id="10b-fits-one-80GiB-gpu"),
+        pytest.param("28b-mix-448", Hardware("cuda", (24.0,) * 4), "4", "bfloat16", id="28b-needs-4x24GiB"),
+        pytest.param("3b-mix-224", CPU, None, "float32", id="3b-on-cpu-float32-fits-24GiB"),
+        pytest.param("10b-mix-224", CPU, None, "bfloat16", id="10b-on-cpu-float32-does-not-fit"),
+    ],
+)
+def test_presets_get_the_settings_that_fit(
+    preset: str, hardware: Hardware, tensor_parallel: str | None, dtype: str
+) -> None:
+    command = build_command(ServeOptions(model=preset), resolve(preset), hardware)
+    assert flag(command, "--model") == PRESETS[preset].hub_id
+    assert flag(command, "--tensor-parallel-size") == tensor_parallel
+    assert flag(command, "--dtype") == dtype
+    assert flag(command, "--max-model-len") == str(PRESETS[preset].max_model_len)
+    if hardware.device == "cuda":
+        assert command.argv[:2] == ("vllm", "serve")
+        assert "--enforce-eager" not in command.argv and command.env == {}
+    else:
+        assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "4"
+
+
+def test_a_preset_too_large_for_the_gpus_is_an_error_that_says_what_to_do() -> None:
+    with pytest.raises(ServeError, match="needs about 66 GiB.*only 1 GPU"):
+        build_command(ServeOptions(model="28b-mix-448"), resolve("28b-mix-448"), ONE_L4)
+
+
+def test_parallel_sizes_backend_and_passthrough() -> None:
+    options = ServeOptions(
+        model="28b-mix-448",
+        tensor_parallel_size=4,
+        pipeline_parallel_size=2,
+        data_parallel_size=1,
+        distributed_executor_backend="ray",
+        vllm_args=("--max-num-seqs", "64"),
+    )
+    command = build_command(options, resolve("28b-mix-448"), Hardware("cuda", (24.0,) * 8))
+    assert flag(command, "--tensor-parallel-size") == "4"
+    assert flag(command, "--pipeline-parallel-size") == "2"
+    assert flag(command, "--data-parallel-size") is None
+    assert flag(command, "--distributed-executor-backend") == "ray"
+    assert command.argv[-2:] == ("--max-num-seqs", "64")
+
+
+@pytest.mark.parametrize(
+    ("cpus", "ranks", "expected"),
+    [
+        pytest.param((0, 1), 2, "0|1", id="two-cores-two-workers"),
+        pytest.param(tuple(range(8)), 2, "0,1,2,3|4,5,6,7", id="eight-cores-two-workers"),
+        pytest.param((2, 3, 6, 7), 4, "2|3|6|7", id="affinity-gaps"),
+    ],
+)
+def test_cpu_binding_gives_each_worker_its_own_cores(cpus: tuple[int, ...], ranks: int, expected: str) -> None:
+    assert cpu_binding(cpus, ranks) == expected
+
+
+def test_cpu_parallel_sets_thread_binding_and_refuses_too_many_workers() -> None:
+    source = ModelSource("x/y", "x/y", False)
+    command = build_command(ServeOptions(model="x/y", data_parallel_size=2), source, CPU)
+    assert command.env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    with pytest.raises(ServeError, match="need at least 4 CPUs"):
+        build_command(ServeOptions(model="x/y", tensor_parallel_size=4), source, CPU)
+
+
+def test_api_key_goes_to_the_environment_not_the_command_line() -> None:
+    command = build_command(ServeOptions(model="3b-mix-224", api_key="s3cret"), resolve("3b-mix-224"), ONE_L4)
+    assert "s3cret" not in " ".join(command.argv)
+    assert command.env["VLLM_API_KEY"] == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("0.0.0.0", "http://127.0.0.1:8000/v1"), ("::1", "http://[::1]:8000/v1"), ("10.1.2.3", "http://10.1.2.3:8000/v1")],
+)
+def test_base_url_for_listen_addresses(host: str, url: str) -> None:
+    assert VllmCommand(("vllm",), host=host, port=8000).base_url == url
+
+
+def test_hub_ids_and_preset_hub_ids_resolve() -> None:
+    assert resolve("google/paligemma2-10b-mix-224").preset == PRESETS["10b-mix-224"]
+    custom = resolve("someone/paligemma2-finetune")
+    assert (custom.location, custom.preset, custom.is_local) == ("someone/paligemma2-finetune", None, False)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        pytest.param("no-such-preset", "neither a preset", id="unknown-name"),
+        pytest.param("./missing/dir", "neither a preset", id="missing-relative-path"),
+    ],
+)
+def test_unresolvable_models(model: str, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        resolve(model)
+
+
+def test_local_folder_checks(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no config.json"):
+        resolve(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(CheckpointError, match="not PaliGemma"):
+        resolve(str(tmp_path))
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="cannot be read as JSON"):
+        resolve(str(tmp_path))
