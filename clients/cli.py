@@ -36,8 +36,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Start vLLM for a PaliGemma 2 checkpoint with the right settings for this machine. "
         "Options after `--` go to vLLM unchanged.",
     )
-    p.add_argument("--model", default=DEFAULT_PRESET, help="preset name (see `paligemma presets`), hub id or local folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it: see docs/security.md)")
+    p.add_argument(
+        "--model", default=DEFAULT_PRESET, help="preset name (see `paligemma presets`), hub id or local folder"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it: see docs/security.md)"
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", help="model name clients use (default: hub id or folder name)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -48,7 +52,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--data-parallel-size", type=int, default=1, help="model copies inside one vLLM server")
     p.add_argument("--distributed-executor-backend", choices=["mp", "ray"], help="ray for several nodes")
     p.add_argument("--kv-cache-gib", type=float, help="CPU only: KV cache size (default 4, tiny model 1)")
-    p.add_argument("--api-key", default=os.environ.get("PALIGEMMA_API_KEY"), help="require this key (env PALIGEMMA_API_KEY)")
+    p.add_argument(
+        "--api-key", default=os.environ.get("PALIGEMMA_API_KEY"), help="require this key (env PALIGEMMA_API_KEY)"
+    )
     p.add_argument("--gpus", type=_gpus, help="with --dry-run: plan for other GPUs, COUNTxGIB such as 4x80")
     p.add_argument("--dry-run", action="store_true", help="print the exact vLLM command and exit")
     p.add_argument("--quiet", action="store_true", help="keep vLLM's own log off the terminal")

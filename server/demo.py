@@ -7,16 +7,21 @@ machine; its answers are random nonsense by construction.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from server import serve
 from server.process import free_port
 from server.tiny_model import build_tiny_model, is_tiny_model
 from server.vllm_command import ServeOptions
+
+if TYPE_CHECKING:
+    import tools
 
 SAMPLE_PHOTO = "chelsea.png"  # a cat, 451 x 300, shipped inside scikit-image's wheel
 
@@ -71,6 +76,42 @@ def ask_with_openai_sdk(base_url: str, model: str, image: Path, prompt: str) -> 
     return reply.choices[0].message.content or ""
 
 
+def run_every_tool(base_url: str, model: str, image: Path) -> None:
+    """Each typed tool once on `image`, its result printed as the JSON an agent would get."""
+    import tools
+
+    calls: list[tuple[str, Callable[[tools.PaliGemmaClient], tools.ToolResult]]] = [
+        ("caption_image(photo)", lambda c: tools.caption_image(image, client=c)),
+        ("caption_image(photo, detail='long')", lambda c: tools.caption_image(image, detail="long", client=c)),
+        ("read_text(photo)", lambda c: tools.read_text(image, client=c)),
+        (
+            "answer_visual_question(photo, 'what animal is this?')",
+            lambda c: tools.answer_visual_question(image, "what animal is this?", client=c),
+        ),
+        ("generate_question(photo, 'a cat')", lambda c: tools.generate_question(image, "a cat", client=c)),
+        ("locate_objects(photo, ['cat', 'eye'])", lambda c: tools.locate_objects(image, ["cat", "eye"], client=c)),
+        ("segment_objects(photo, 'cat')", lambda c: tools.segment_objects(image, "cat", client=c)),
+    ]
+    with tools.PaliGemmaClient(base_url=base_url, model=model) as client:
+        for label, call in calls:
+            result = call(client)
+            print(f"\n{label} -> {type(result).__name__}")
+            print(json.dumps(_shortened(result.model_dump(mode="json")), indent=2, ensure_ascii=False))
+        if client.vae_decoder_error is not None:
+            print(f"\nMasks were not decoded: {client.vae_decoder_error}")
+
+
+def _shortened(value: object, limit: int = 160) -> object:
+    """The JSON with long strings cut for the terminal (the random model writes hundreds of tokens)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... (+{len(value) - limit} characters)"
+    if isinstance(value, dict):
+        return {k: _shortened(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shortened(v, limit) for v in value]
+    return value
+
+
 def run_demo(
     *,
     model: str | None,
@@ -92,5 +133,7 @@ def run_demo(
             print("NOTE: the tiny model has random weights: every answer below is random nonsense by design.")
         answer = ask_with_openai_sdk(the_plan.command.base_url, the_plan.command.served_model_name, photo, "caption en")
         print(f"\nopenai SDK, prompt 'caption en' on {photo.name}:\n  {answer!r}")
+        print(f"\nThe typed tools on {photo.name} ({photo}):")
+        run_every_tool(the_plan.command.base_url, the_plan.command.served_model_name, photo)
     print("\nServer stopped.")
     return 0

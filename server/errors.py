@@ -1,9 +1,9 @@
 """Errors of the server package: each says what is wrong and what to do.
 
-    ServeError                 `paligemma serve` cannot start or keep a server
-    ├── MissingPackageError    vLLM (or torch/transformers) is not installed
-    ├── CheckpointError        the model is absent, gated, or unreachable
-    └── PortInUseError         something already listens on the port
+ServeError                 `paligemma serve` cannot start or keep a server
+├── MissingPackageError    vLLM (or torch/transformers) is not installed
+├── CheckpointError        the model is absent, gated, or unreachable
+└── PortInUseError         something already listens on the port
 """
 
 from __future__ import annotations

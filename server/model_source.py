@@ -91,8 +91,7 @@ def check_available(source: ModelSource) -> None:
         from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     except ImportError as e:
         raise MissingPackageError(
-            "huggingface_hub is missing: install the serving extra, `pip install 'paligemma-tools[cpu]'` "
-            "or `[gpu]`."
+            "huggingface_hub is missing: install the serving extra, `pip install 'paligemma-tools[cpu]'` or `[gpu]`."
         ) from e
     if isinstance(huggingface_hub.try_to_load_from_cache(source.location, "config.json"), str):
         return  # cached: vLLM loads it (and fetches missing weight files if it can)

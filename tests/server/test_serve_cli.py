@@ -59,7 +59,9 @@ def test_unreachable_hub_checkpoint_fails_fast_with_advice(hf_cache: dict[str, s
 
 
 def test_offline_mode_names_the_download_command(hf_cache: dict[str, str]) -> None:
-    result = run_cli("serve", "--model", "10b-mix-224", "--port", str(free_port()), env={**hf_cache, "HF_HUB_OFFLINE": "1"})
+    result = run_cli(
+        "serve", "--model", "10b-mix-224", "--port", str(free_port()), env={**hf_cache, "HF_HUB_OFFLINE": "1"}
+    )
     assert result.returncode == 2
     assert "hf download google/paligemma2-10b-mix-224" in result.stderr
 
@@ -73,8 +75,7 @@ def test_cached_hub_checkpoint_passes_the_check_without_network(hf_cache: dict[s
     refs.mkdir()
     (refs / "main").write_text("abc123")
     code = (
-        "from server.model_source import resolve, check_available; "
-        "check_available(resolve('3b-mix-224')); print('ok')"
+        "from server.model_source import resolve, check_available; check_available(resolve('3b-mix-224')); print('ok')"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **hf_cache}, timeout=60
@@ -116,6 +117,6 @@ def test_serve_prints_usage_when_healthy_and_ctrl_c_stops_every_process(
     assert len(descendants) >= 2  # vLLM's API server and its engine core at least
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0
-    gone, alive = psutil.wait_procs(descendants, timeout=10)
+    _gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == [], f"still running after Ctrl-C: {[p.pid for p in alive]}"
     assert "Stopped" in (process.stderr.read() if process.stderr else "")

@@ -45,7 +45,10 @@ def user(image: Image.Image | None, text: str) -> dict[str, Any]:
 
 def prompt_ids(client: openai.OpenAI, model: str, messages: list[dict[str, Any]]) -> list[int]:
     reply = client.chat.completions.create(
-        model=model, messages=messages, max_tokens=1, extra_body={"return_token_ids": True}  # type: ignore[arg-type]
+        model=model,
+        messages=messages,
+        max_tokens=1,
+        extra_body={"return_token_ids": True},  # type: ignore[arg-type]
     )
     ids = (reply.model_extra or {})["prompt_token_ids"]
     assert isinstance(ids, list)

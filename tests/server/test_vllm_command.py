@@ -65,7 +65,7 @@ def test_presets_get_the_settings_that_fit(
 
 
 def test_a_preset_too_large_for_the_gpus_is_an_error_that_says_what_to_do() -> None:
-    with pytest.raises(ServeError, match="needs about 66 GiB.*only 1 GPU"):
+    with pytest.raises(ServeError, match=r"needs about 66 GiB.*only 1 GPU"):
         build_command(ServeOptions(model="28b-mix-448"), resolve("28b-mix-448"), ONE_L4)
 
 
@@ -139,7 +139,7 @@ def test_unresolvable_models(model: str, message: str) -> None:
 
 
 def test_local_folder_checks(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         resolve(str(tmp_path))
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(CheckpointError, match="not PaliGemma"):

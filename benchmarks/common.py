@@ -1,0 +1,87 @@
+"""Shared pieces of the benchmarks: inputs, the tiny model, the transformers reference loop."""
+
+from __future__ import annotations
+
+import base64
+import io
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def photo_like(width: int, height: int, seed: int) -> Image.Image:
+    """A deterministic RGB image with structure and noise (compresses like a photo, not a flat fill)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x * y) % 256], axis=-1)
+    noise = rng.normal(0, 12, size=base.shape)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def data_uri(image: Image.Image, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    mime = "png" if fmt == "PNG" else "jpeg"
+    return f"data:image/{mime};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@contextmanager
+def tiny_model() -> Iterator[Path]:
+    """The tiny random-weight checkpoint, built into a temporary folder."""
+    from server.tiny_model import build_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield build_tiny_model(Path(tmp) / "tiny-paligemma2")
+
+
+def median_ms(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+@dataclass
+class TransformersLoop:
+    """PaliGemma the way the PaliGemma 2 mix release notes run it: processor + generate, one image at a time."""
+
+    model: Any
+    processor: Any
+
+    @classmethod
+    def load(cls, checkpoint: Path) -> TransformersLoop:
+        import torch
+        from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+        model = PaliGemmaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        return cls(model, PaliGemmaProcessor.from_pretrained(checkpoint))
+
+    def generate(self, image: Image.Image, prompt: str, new_tokens: int) -> str:
+        import torch
+
+        inputs = self.processor(images=image, text="<image>" + prompt, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
+            )
+        text: str = self.processor.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return text
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

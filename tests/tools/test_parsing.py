@@ -1,0 +1,241 @@
+"""Table tests of the detection and segmentation parsers, with real PaliGemma outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tools import OutputParseError, parse_detections, parse_segments
+from tools.errors import InvalidInputError
+
+SEGS_A = "".join(f"<seg{c:03d}>" for c in range(16))
+SEGS_B = "".join(f"<seg{c:03d}>" for c in range(100, 116))
+
+
+# (text, width, height, [(label, (x_min, y_min, x_max, y_max) rounded to 0.01)], [issue reasons])
+DETECTIONS = [
+    pytest.param(
+        "<loc0051><loc0309><loc0708><loc0646> shoe",
+        640,
+        480,
+        [("shoe", (193.31, 23.93, 404.14, 332.20))],
+        [],
+        id="real-paligemma-3b-pt-224-shoe",  # transformers integration test output
+    ),
+    pytest.param(
+        " <loc0199><loc0152><loc1021><loc0744> person",
+        400,
+        406,
+        [("person", (59.43, 78.98, 290.91, 405.21))],  # notebook printed [59, 79, 291, 405]
+        [],
+        id="real-paligemma2-3b-mix-224-person-leading-space",
+    ),
+    pytest.param(
+        "detect shoe\n<loc0051><loc0309><loc0708><loc0646> shoe",
+        640,
+        480,
+        [("shoe", (193.31, 23.93, 404.14, 332.20))],
+        ["text without location tokens"],
+        id="decoded-with-the-prompt-echoed",
+    ),
+    pytest.param(
+        "<loc0000><loc0000><loc1023><loc1023> cat ; <loc0100><loc0200><loc0300><loc0400> dog",
+        1023,
+        1023,
+        [("cat", (0, 0, 1023, 1023)), ("dog", (200, 100, 400, 300))],
+        [],
+        id="two-objects-y-first-order",
+    ),
+    pytest.param(
+        "<loc0000><loc0000><loc0512><loc0512> cat ; <loc0512><loc0512><loc1023><loc1023> cat",
+        200,
+        100,
+        [("cat", (0, 0, 100.10, 50.05)), ("cat", (100.10, 50.05, 200, 100))],
+        [],
+        id="same-label-two-instances-non-square",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500>  traffic light ;<loc0600><loc0600><loc0900><loc0900> Jack's 2nd-hand bike",
+        1023,
+        1023,
+        [("traffic light", (10, 10, 500, 500)), ("Jack's 2nd-hand bike", (600, 600, 900, 900))],
+        [],
+        id="labels-with-spaces-apostrophe-digits-hyphen",
+    ),
+    pytest.param(
+        "<loc0010> <loc0010> <loc0500> <loc0500> cat",
+        1023,
+        1023,
+        [("cat", (10, 10, 500, 500))],
+        [],
+        id="spaces-between-tokens",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500> cat<loc0600><loc0600><loc0900><loc0900> dog",
+        1023,
+        1023,
+        [("cat", (10, 10, 500, 500)), ("dog", (600, 600, 900, 900))],
+        [],
+        id="missing-separator-still-two-objects",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500> cat ; <loc0600><loc0600>",
+        1023,
+        1023,
+        [("cat", (10, 10, 500, 500))],
+        ["2 location tokens where a box has 4"],
+        id="truncated-last-group",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500><loc0600> cat",
+        1023,
+        1023,
+        [],
+        ["5 location tokens where a box has 4"],
+        id="extra-location-token",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500>",
+        1023,
+        1023,
+        [],
+        ["box without a label"],
+        id="missing-label",
+    ),
+    pytest.param(
+        "<loc0500><loc0010><loc0100><loc0500> cat",
+        1023,
+        1023,
+        [],
+        ["empty box (max edge not beyond min edge)"],
+        id="inverted-box",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc1500><loc0500> cat",
+        1023,
+        1023,
+        [],
+        ["location bin out of range 0..1023"],
+        id="bin-out-of-range",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc05><loc0500> cat",
+        1023,
+        1023,
+        [],
+        ["malformed token(s) <loc05>"],
+        id="malformed-token",
+    ),
+    pytest.param("", 100, 100, [], [], id="empty-answer-means-nothing-found"),
+    pytest.param("no", 100, 100, [], ["text without location tokens"], id="words-instead-of-boxes"),
+    pytest.param(
+        f"<loc0010><loc0010><loc0500><loc0500>{SEGS_A} cat",
+        1023,
+        1023,
+        [],
+        ["16 segmentation tokens in a detection answer"],
+        id="segmentation-answer-given-to-detection-parser",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "width", "height", "expected", "issues"), DETECTIONS)
+def test_parse_detections(
+    text: str,
+    width: int,
+    height: int,
+    expected: list[tuple[str, tuple[float, float, float, float]]],
+    issues: list[str],
+) -> None:
+    result = parse_detections(text, width=width, height=height)
+    got = [(d.label, tuple(round(v, 2) for v in d.box.xyxy)) for d in result.objects]
+    assert got == [(label, tuple(pytest.approx(v, abs=0.01) for v in box)) for label, box in expected]
+    assert [i.reason for i in result.issues] == issues
+    assert result.raw_text == text
+    assert (result.image_width, result.image_height) == (width, height)
+    for detection in result.objects:
+        box = detection.box
+        assert 0 <= box.x_min < box.x_max <= width and 0 <= box.y_min < box.y_max <= height
+
+
+def test_detection_derived_forms() -> None:
+    result = parse_detections(" <loc0199><loc0152><loc1021><loc0744> person", width=400, height=406)
+    (person,) = result.objects
+    assert person.loc_bins == (199, 152, 1021, 744)
+    assert [round(v) for v in person.box.xyxy] == [59, 79, 291, 405]
+    x, y, w, h = person.box.coco_xywh
+    assert (round(x), round(y), round(w), round(h)) == (59, 79, 231, 326)
+    assert person.box.normalized_xyxy(image_width=400, image_height=406) == pytest.approx(
+        (152 / 1023, 199 / 1023, 744 / 1023, 1021 / 1023)
+    )
+    assert person.box.to_polygon().area == pytest.approx(person.box.width * person.box.height)
+
+
+def test_strict_raises_our_error_with_the_raw_answer() -> None:
+    with pytest.raises(OutputParseError, match="2 location tokens"):
+        parse_detections("<loc0001><loc0002>", width=10, height=10, strict=True)
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 10), (10, -1)])
+def test_nonpositive_image_size_is_invalid_input(width: int, height: int) -> None:
+    with pytest.raises(InvalidInputError):
+        parse_detections("", width=width, height=height)
+
+
+SEGMENTS = [
+    pytest.param(
+        f"<loc0010><loc0010><loc0500><loc0500>{SEGS_A} cat",
+        [("cat", tuple(range(16)))],
+        [],
+        id="one-object",
+    ),
+    pytest.param(
+        f"<loc0010><loc0010><loc0500><loc0500> {SEGS_A} cat ; <loc0600><loc0600><loc0900><loc0900> {SEGS_B} dog",
+        [("cat", tuple(range(16))), ("dog", tuple(range(100, 116)))],
+        [],
+        id="two-objects-with-spaces",
+    ),
+    pytest.param(
+        f"<loc0010><loc0010><loc0500><loc0500>{SEGS_A[: 10 * 8]} cat",
+        [],
+        ["10 segmentation tokens where a mask has 16"],
+        id="truncated-codes",
+    ),
+    pytest.param(
+        f"<loc0010><loc0010><loc0500><loc0500>{SEGS_A} cat ; <loc0600><loc0600><loc0900><loc0900>{SEGS_B[:40]}",
+        [("cat", tuple(range(16)))],
+        ["5 segmentation tokens where a mask has 16"],
+        id="truncated-last-object",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500> cat",
+        [],
+        ["0 segmentation tokens where a mask has 16"],
+        id="detection-answer-given-to-segmentation-parser",
+    ),
+    pytest.param(
+        f"<loc0010><loc0010><loc0500><loc0500>{SEGS_A[:-8]}<seg200> cat",
+        [],
+        ["segmentation code out of range 0..127"],
+        id="code-out-of-range",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "issues"), SEGMENTS)
+def test_parse_segments_without_decoder(
+    text: str, expected: list[tuple[str, tuple[int, ...]]], issues: list[str]
+) -> None:
+    result = parse_segments(text, width=1023, height=1023)
+    assert [(s.label, s.codes) for s in result.objects] == expected
+    assert [i.reason for i in result.issues] == issues
+    assert result.masks_decoded is False
+    assert all(s.mask is None and s.area_px is None and s.outline_xy is None for s in result.objects)
+
+
+def test_issue_text_is_an_excerpt_and_raw_text_stays_whole() -> None:
+    text = "<loc0077>" * 200
+    result = parse_detections(text, width=10, height=10)
+    (issue,) = result.issues
+    assert issue.reason == "200 location tokens where a box has 4"
+    assert issue.text.startswith("<loc0077>" * 13) and issue.text.endswith("(+1680 characters)")
+    assert result.raw_text == text

@@ -1,0 +1,35 @@
+"""The compact JSON an LLM gets back from a tool: what it needs, nothing it would pay tokens for.
+
+Dropped from the full result: the raw model text, the model name, the location bins and
+mask codes. Kept: the image size, every box (0.01 px), outlines simplified to 1 px, areas,
+and what did not parse. Full masks (COCO RLE) only when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tools.models import Segments, ToolResult
+
+_DROP = {"raw_text", "model"}
+_DROP_PER_OBJECT = {"loc_bins", "codes"}
+
+
+def to_agent_json(result: ToolResult, *, include_masks: bool = False) -> dict[str, Any]:
+    """The result as a JSON-ready dict for an LLM."""
+    data = result.model_dump(mode="json", exclude=_DROP)
+    for obj in data.get("objects", []):
+        for key in _DROP_PER_OBJECT:
+            obj.pop(key, None)
+    if include_masks and isinstance(result, Segments):
+        for obj, segment in zip(data["objects"], result.objects, strict=True):
+            obj["mask_coco_rle"] = segment.coco_rle()
+    if not data.get("truncated"):
+        data.pop("truncated", None)
+    return data
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """Compact JSON text (no spaces, UTF-8 kept)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

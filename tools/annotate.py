@@ -1,0 +1,127 @@
+"""Draw boxes, masks and labels on the image, one distinct colour per label, with a legend.
+
+For people (the chat app, the batch command) and for LLMs that take images back. The
+legend is a band added below the image, so nothing in the image is covered by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from tools.models import Detections, Segments
+
+# Distinct, colour-blind-friendly hues (Okabe-Ito and Tableau), bright enough on photos.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+    (255, 87, 87),
+    (148, 103, 189),
+    (140, 86, 75),
+    (127, 127, 127),
+    (23, 190, 207),
+)
+MASK_ALPHA = 0.45
+
+
+def label_colours(labels: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """One palette colour per distinct label, in order of first appearance."""
+    colours: dict[str, tuple[int, int, int]] = {}
+    for label in labels:
+        if label not in colours:
+            colours[label] = PALETTE[len(colours) % len(PALETTE)]
+    return colours
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (OSError, TypeError):  # Pillow built without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _overlay_masks(
+    base: Image.Image, result: Segments, scale: float, colours: dict[str, tuple[int, int, int]]
+) -> Image.Image:
+    pixels = np.asarray(base, dtype=np.float32).copy()
+    for segment in result.objects:
+        if segment.mask is None:
+            continue
+        mask = segment.mask
+        if scale != 1.0:
+            resized = Image.fromarray(mask).resize(base.size, Image.Resampling.NEAREST)
+            mask = np.asarray(resized, dtype=bool)
+        colour = np.array(colours[segment.label], dtype=np.float32)
+        pixels[mask] = pixels[mask] * (1 - MASK_ALPHA) + colour * MASK_ALPHA
+    return Image.fromarray(pixels.round().astype(np.uint8))
+
+
+def annotate(image: Image.Image, result: Detections | Segments, *, max_side: int | None = None) -> Image.Image:
+    """A copy of `image` (the original, upright) with the result drawn; at most `max_side` px per side."""
+    if image.size != (result.image_width, result.image_height):
+        raise ValueError(
+            f"the image is {image.width}x{image.height} but the result is for "
+            f"{result.image_width}x{result.image_height}: annotate the image the tool was given"
+        )
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(image.size))
+    base = image.convert("RGB")
+    if scale < 1.0:
+        base = base.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
+        )
+    colours = label_colours([o.label for o in result.objects])
+    if isinstance(result, Segments):
+        base = _overlay_masks(base, result, scale, colours)
+    line = max(2, round(min(base.size) / 200))
+    font = _font(max(12, round(min(base.size) / 28)))
+    draw = ImageDraw.Draw(base)
+    for obj in result.objects:
+        x0, y0, x1, y1 = (v * scale for v in obj.box.xyxy)
+        colour = colours[obj.label]
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
+        _tag(draw, obj.label, (x0, y0), colour, font, base.size)
+    return _with_legend(base, colours, font)
+
+
+def _tag(
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    at: tuple[float, float],
+    colour: tuple[int, int, int],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    size: tuple[int, int],
+) -> None:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    w, h = right - left + 6, bottom - top + 4
+    x = min(max(0.0, at[0]), max(0, size[0] - w))
+    y = at[1] - h if at[1] - h >= 0 else at[1]  # above the box, or inside it at the top edge
+    draw.rectangle((x, y, x + w, y + h), fill=colour)
+    draw.text((x + 3 - left, y + 2 - top), text, fill=(0, 0, 0), font=font)
+
+
+def _with_legend(
+    image: Image.Image,
+    colours: dict[str, tuple[int, int, int]],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+) -> Image.Image:
+    if not colours:
+        return image
+    probe = ImageDraw.Draw(image)
+    row = probe.textbbox((0, 0), "Ag", font=font)[3] + 8
+    band = Image.new("RGB", (image.width, row * len(colours) + 8), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+    for i, (label, colour) in enumerate(colours.items()):
+        y = 4 + i * row
+        draw.rectangle((8, y + 2, 8 + row - 8, y + row - 6), fill=colour)
+        draw.text((8 + row, y), label, fill=(0, 0, 0), font=font)
+    out = Image.new("RGB", (image.width, image.height + band.height), (255, 255, 255))
+    out.paste(image, (0, 0))
+    out.paste(band, (0, image.height))
+    return out

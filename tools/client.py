@@ -1,0 +1,294 @@
+"""The connection to a PaliGemma endpoint: any OpenAI-compatible server, usually `paligemma serve`.
+
+Configuration comes from explicit arguments first, then `PALIGEMMA_BASE_URL`,
+`PALIGEMMA_MODEL`, `PALIGEMMA_API_KEY`, `PALIGEMMA_VAE_PATH`, then defaults. Nothing
+connects until the first request. Sync and async calls share the request building and
+the error mapping; each keeps its own concurrency limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from tools.errors import (
+    CheckpointError,
+    EndpointError,
+    EndpointRequestError,
+    EndpointTimeoutError,
+    EndpointUnavailableError,
+)
+from tools.image_policy import ImagePolicy
+from tools.images import SEND_MIN_SIDE_PX, EncodedImage
+
+if TYPE_CHECKING:
+    import openai
+
+    from tools.vae_decoder import VaeDecoder
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The model's answer to one prompt."""
+
+    text: str
+    model: str
+    truncated: bool  # stopped by the token limit, not by the model
+
+
+def _endpoint_error(error: openai.OpenAIError, base_url: str) -> EndpointError:
+    """Map an OpenAI SDK error to ours, with what to do about it."""
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        return EndpointTimeoutError(
+            f"the PaliGemma endpoint at {base_url} did not answer in time; it may be overloaded. "
+            "Retry later or raise the client's timeout."
+        )
+    if isinstance(error, openai.APIConnectionError):
+        return EndpointUnavailableError(
+            f"cannot connect to the PaliGemma endpoint at {base_url} ({error.__cause__ or error}). "
+            "Is the server running (`paligemma serve`)? Check PALIGEMMA_BASE_URL."
+        )
+    if isinstance(error, openai.APIStatusError):
+        detail = _status_detail(error)
+        if error.status_code == 429 or error.status_code >= 500:
+            return EndpointUnavailableError(
+                f"the PaliGemma endpoint at {base_url} kept failing (HTTP {error.status_code}: {detail}) "
+                "after the retries. Retry later."
+            )
+        if error.status_code in (401, 403):
+            return EndpointRequestError(
+                f"the PaliGemma endpoint at {base_url} refused the API key (HTTP {error.status_code}). "
+                "Set PALIGEMMA_API_KEY to the key the server was started with."
+            )
+        return EndpointRequestError(f"the PaliGemma endpoint refused the request (HTTP {error.status_code}): {detail}")
+    return EndpointRequestError(f"the PaliGemma endpoint call failed: {error}")
+
+
+def _status_detail(error: openai.APIStatusError) -> str:
+    body = error.body
+    if isinstance(body, Mapping):
+        message = body.get("message") or (body.get("error") or {}).get("message")
+        if message:
+            return str(message)
+    return error.message
+
+
+class PaliGemmaClient:
+    """Endpoint settings plus lazily created OpenAI SDK clients (sync and async)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        max_concurrency: int = 8,
+        image_policy: ImagePolicy | None = None,
+        send_min_side_px: int = SEND_MIN_SIDE_PX,
+        vae_path: str | Path | None = None,
+        download_vae: bool = True,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.base_url = (base_url or os.environ.get("PALIGEMMA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self._model = model or os.environ.get("PALIGEMMA_MODEL") or None
+        self.api_key = api_key or os.environ.get("PALIGEMMA_API_KEY") or "EMPTY"
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.image_policy = image_policy or ImagePolicy()
+        self.send_min_side_px = send_min_side_px
+        self.vae_path = vae_path
+        self.download_vae = download_vae
+        self.extra_body = dict(extra_body or {})
+        self._lock = threading.Lock()
+        self._sync: openai.OpenAI | None = None
+        self._sync_slots = threading.BoundedSemaphore(max_concurrency)
+        # AsyncOpenAI's connection pool and asyncio.Semaphore belong to one event loop.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Semaphore]]
+        self._async = weakref.WeakKeyDictionary()
+        self._decoder: VaeDecoder | None = None
+        self._decoder_error: CheckpointError | None = None
+
+    def __repr__(self) -> str:
+        return f"PaliGemmaClient(base_url={self.base_url!r}, model={self._model!r})"
+
+    # --- SDK clients -------------------------------------------------------------------
+    def _sdk_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "api_key": self.api_key,
+            "timeout": self.timeout_s,
+            "max_retries": self.max_retries,  # the SDK backs off on connection errors, 429 and 5xx
+        }
+
+    def _sync_client(self) -> openai.OpenAI:
+        import openai  # imported on first use: it alone takes ~0.4 s
+
+        with self._lock:
+            if self._sync is None:
+                self._sync = openai.OpenAI(**self._sdk_options())
+            return self._sync
+
+    def _async_client(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        import openai
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._async.get(loop)
+            if entry is None:
+                entry = (openai.AsyncOpenAI(**self._sdk_options()), asyncio.Semaphore(self.max_concurrency))
+                self._async[loop] = entry
+            return entry
+
+    def close(self) -> None:
+        """Close the sync SDK client (async ones close with `aclose`)."""
+        with self._lock:
+            sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        with self._lock:
+            entry = self._async.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # --- model name ----------------------------------------------------------------------
+    def _pick_model(self, served: list[str]) -> str:
+        if len(served) == 1:
+            return served[0]
+        if not served:
+            raise EndpointRequestError(f"the endpoint at {self.base_url} serves no model.")
+        raise EndpointRequestError(
+            f"the endpoint at {self.base_url} serves several models ({', '.join(served)}); "
+            "pass model= or set PALIGEMMA_MODEL."
+        )
+
+    def model(self) -> str:
+        """The model name: configured, or asked of the endpoint once."""
+        import openai
+
+        if self._model is None:
+            try:
+                served = [m.id for m in self._sync_client().models.list()]
+            except openai.OpenAIError as e:
+                raise _endpoint_error(e, self.base_url) from e
+            self._model = self._pick_model(served)
+        return self._model
+
+    async def amodel(self) -> str:
+        import openai
+
+        if self._model is None:
+            sdk, _ = self._async_client()
+            try:
+                served = [m.id async for m in sdk.models.list()]
+            except openai.OpenAIError as e:
+                raise _endpoint_error(e, self.base_url) from e
+            self._model = self._pick_model(served)
+        return self._model
+
+    # --- completions ---------------------------------------------------------------------
+    def _request(
+        self, model: str, image: EncodedImage, prompt: str, max_tokens: int, extra_body: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        return {
+            "model": model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": image.data_uri}},
+                        {"type": "text", "text": prompt},
+                    ],
+                }
+            ],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,  # PaliGemma is decoded greedily
+            "extra_body": {**self.extra_body, **(extra_body or {})},
+        }
+
+    @staticmethod
+    def _completion(reply: Any, model: str) -> Completion:
+        if not reply.choices:
+            raise EndpointRequestError("the endpoint returned no choices.")
+        choice = reply.choices[0]
+        return Completion(choice.message.content or "", reply.model or model, choice.finish_reason == "length")
+
+    def complete(
+        self, image: EncodedImage, prompt: str, *, max_tokens: int, extra_body: Mapping[str, Any] | None = None
+    ) -> Completion:
+        """One greedy chat completion with one image."""
+        import openai
+
+        model = self.model()
+        with self._sync_slots:
+            try:
+                reply = self._sync_client().chat.completions.create(
+                    **self._request(model, image, prompt, max_tokens, extra_body)
+                )
+            except openai.OpenAIError as e:
+                raise _endpoint_error(e, self.base_url) from e
+        return self._completion(reply, model)
+
+    async def acomplete(
+        self, image: EncodedImage, prompt: str, *, max_tokens: int, extra_body: Mapping[str, Any] | None = None
+    ) -> Completion:
+        """The async form of `complete`, at most `max_concurrency` at a time per event loop."""
+        import openai
+
+        model = await self.amodel()
+        sdk, slots = self._async_client()
+        async with slots:
+            try:
+                reply = await sdk.chat.completions.create(**self._request(model, image, prompt, max_tokens, extra_body))
+            except openai.OpenAIError as e:
+                raise _endpoint_error(e, self.base_url) from e
+        return self._completion(reply, model)
+
+    # --- mask decoder --------------------------------------------------------------------
+    def vae_decoder(self) -> VaeDecoder | None:
+        """The VQ-VAE decoder, or None (see `vae_decoder_error`) when its checkpoint is unavailable."""
+        with self._lock:
+            if self._decoder is None and self._decoder_error is None:
+                from tools.vae_checkpoint import load_vae_decoder
+
+                try:
+                    self._decoder = load_vae_decoder(self.vae_path, download=self.download_vae)
+                except CheckpointError as e:
+                    self._decoder_error = e  # remembered: no download attempt on every call
+            return self._decoder
+
+    @property
+    def vae_decoder_error(self) -> CheckpointError | None:
+        return self._decoder_error

@@ -1,0 +1,237 @@
+"""Run a tool call an LLM made and return what to append to the conversation. Never raises.
+
+Takes the call as the OpenAI SDK returns it (Chat Completions `tool_calls[i]` or a Responses
+`function_call` item, as objects or dicts). Unknown tools, bad arguments and failures come
+back as tool results that say what went wrong, so the model can correct itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from tools.agent_json import dumps, to_agent_json
+from tools.agent_tools import TOOLS_BY_NAME, SegmentObjectsArguments, ToolSpec, _Arguments
+from tools.annotate import annotate
+from tools.client import PaliGemmaClient
+from tools.errors import ImageError, PaliGemmaError
+from tools.functions import default_client
+from tools.image_policy import ImagePolicy
+from tools.image_store import HANDLE, ImageStore
+from tools.images import LoadedImage, load_image
+from tools.models import Detections, Segments, ToolResult
+
+logger = logging.getLogger(__name__)
+API = Literal["chat", "responses"]
+ANNOTATION_MAX_SIDE = 768
+
+
+@dataclass(frozen=True)
+class _Call:
+    api: API
+    call_id: str
+    name: str
+    arguments: str
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+def _parse_call(call: Any) -> _Call:
+    function = _get(call, "function")
+    if function is not None:  # Chat Completions
+        return _Call(
+            "chat",
+            str(_get(call, "id") or ""),
+            str(_get(function, "name") or ""),
+            str(_get(function, "arguments") or ""),
+        )
+    return _Call(
+        "responses", str(_get(call, "call_id") or ""), str(_get(call, "name") or ""), str(_get(call, "arguments") or "")
+    )
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "arguments"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _prepare(
+    name: str, arguments_json: str, images: ImageStore | None, policy: ImagePolicy
+) -> tuple[ToolSpec, _Arguments, LoadedImage] | str:
+    """The tool, its validated arguments and its image, or what is wrong with the call."""
+    spec = TOOLS_BY_NAME.get(name)
+    if spec is None:
+        return f"unknown tool {name!r}; the tools are: {', '.join(TOOLS_BY_NAME)}."
+    try:
+        json.loads(arguments_json or "{}")
+    except json.JSONDecodeError as e:
+        return f"the arguments are not valid JSON ({e.msg} at position {e.pos}); send a JSON object."
+    try:
+        arguments = spec.arguments.model_validate_json(arguments_json or "{}")
+    except ValidationError as e:
+        return f"invalid arguments for {spec.name}: {_validation_message(e)}."
+    try:
+        return spec, arguments, _resolve_image(arguments.image, images, policy)
+    except ImageError as e:
+        return str(e)
+
+
+def _resolve_image(reference: str, images: ImageStore | None, policy: ImagePolicy) -> LoadedImage:
+    reference = reference.strip()
+    if HANDLE.fullmatch(reference):
+        if images is None:
+            raise ImageError(f"{reference!r} is an image handle, but this host keeps no images; pass a URL instead.")
+        return images.get(reference)
+    return load_image(reference, policy)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running a tool gave: the JSON for the LLM, and the typed result or the error."""
+
+    payload: dict[str, Any]
+    result: ToolResult | None = None
+    error: str | None = None
+    annotated_png: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        return dumps(self.payload)
+
+
+def _failure(name: str, message: str) -> Outcome:
+    return Outcome({"error": message, "tool": name}, error=message)
+
+
+def _success(arguments: _Arguments, result: ToolResult, loaded: LoadedImage, annotated: bool) -> Outcome:
+    include_masks = isinstance(arguments, SegmentObjectsArguments) and bool(arguments.include_masks)
+    png = None
+    if annotated and isinstance(result, (Detections, Segments)) and result.objects:
+        buffer = io.BytesIO()
+        annotate(loaded.image, result, max_side=ANNOTATION_MAX_SIDE).save(buffer, format="PNG", optimize=True)
+        png = buffer.getvalue()
+    return Outcome(to_agent_json(result, include_masks=include_masks), result=result, annotated_png=png)
+
+
+def run_tool(
+    name: str,
+    arguments: str,
+    *,
+    client: PaliGemmaClient | None = None,
+    images: ImageStore | None = None,
+    policy: ImagePolicy | None = None,
+    annotated_image: bool = False,
+) -> Outcome:
+    """Validate and run one tool by name with JSON arguments; failures become an Outcome with `error`."""
+    prepared = _prepare(name, arguments, images, policy or ImagePolicy.for_agents())
+    if isinstance(prepared, str):
+        return _failure(name, prepared)
+    spec, args, loaded = prepared
+    try:
+        result = spec.run(args, loaded, client or default_client())
+    except PaliGemmaError as e:
+        return _failure(name, str(e))
+    except Exception as e:  # a bug must not kill the agent loop: report it, log the traceback
+        logger.exception("tool %s failed unexpectedly", name)
+        return _failure(name, f"internal error in {name}: {type(e).__name__}: {e}")
+    return _success(args, result, loaded, annotated_image)
+
+
+async def arun_tool(
+    name: str,
+    arguments: str,
+    *,
+    client: PaliGemmaClient | None = None,
+    images: ImageStore | None = None,
+    policy: ImagePolicy | None = None,
+    annotated_image: bool = False,
+) -> Outcome:
+    """The async form of `run_tool`."""
+    prepared = await asyncio.to_thread(_prepare, name, arguments, images, policy or ImagePolicy.for_agents())
+    if isinstance(prepared, str):
+        return _failure(name, prepared)
+    spec, args, loaded = prepared
+    try:
+        result = await spec.arun(args, loaded, client or default_client())
+    except PaliGemmaError as e:
+        return _failure(name, str(e))
+    except Exception as e:  # see run_tool
+        logger.exception("tool %s failed unexpectedly", name)
+        return _failure(name, f"internal error in {name}: {type(e).__name__}: {e}")
+    return await asyncio.to_thread(_success, args, result, loaded, annotated_image)
+
+
+def _messages(call: _Call, outcome: Outcome) -> list[dict[str, Any]]:
+    image_uri = None
+    if outcome.annotated_png is not None:
+        image_uri = "data:image/png;base64," + base64.b64encode(outcome.annotated_png).decode("ascii")
+    if call.api == "responses":
+        output: str | list[dict[str, Any]] = outcome.text
+        if image_uri is not None:
+            output = [{"type": "input_text", "text": outcome.text}, {"type": "input_image", "image_url": image_uri}]
+        return [{"type": "function_call_output", "call_id": call.call_id, "output": output}]
+    messages: list[dict[str, Any]] = [{"role": "tool", "tool_call_id": call.call_id, "content": outcome.text}]
+    if image_uri is not None:  # Chat Completions tool messages carry text only: the picture follows as a user turn
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": f"The annotated image for tool call {call.call_id} ({call.name})."},
+                    {"type": "image_url", "image_url": {"url": image_uri}},
+                ],
+            }
+        )
+    return messages
+
+
+@dataclass(frozen=True)
+class ToolCallOutput:
+    """The messages to append for one tool call, and what the tool gave."""
+
+    messages: list[dict[str, Any]]
+    outcome: Outcome
+
+
+def run_tool_call(
+    call: Any,
+    *,
+    client: PaliGemmaClient | None = None,
+    images: ImageStore | None = None,
+    policy: ImagePolicy | None = None,
+    annotated_image: bool = False,
+) -> ToolCallOutput:
+    """Run a tool call from the OpenAI SDK; `policy` governs URLs and paths in arguments (default: no local files)."""
+    parsed = _parse_call(call)
+    outcome = run_tool(
+        parsed.name, parsed.arguments, client=client, images=images, policy=policy, annotated_image=annotated_image
+    )
+    return ToolCallOutput(_messages(parsed, outcome), outcome)
+
+
+async def arun_tool_call(
+    call: Any,
+    *,
+    client: PaliGemmaClient | None = None,
+    images: ImageStore | None = None,
+    policy: ImagePolicy | None = None,
+    annotated_image: bool = False,
+) -> ToolCallOutput:
+    """The async form of `run_tool_call`."""
+    parsed = _parse_call(call)
+    outcome = await arun_tool(
+        parsed.name, parsed.arguments, client=client, images=images, policy=policy, annotated_image=annotated_image
+    )
+    return ToolCallOutput(_messages(parsed, outcome), outcome)

@@ -1,0 +1,239 @@
+"""Load an image from whatever the caller has, as a person would see it, within limits.
+
+Accepted: PIL images, numpy arrays, bytes, file paths, http(s) URLs and data URIs.
+EXIF orientation is applied first, so every coordinate refers to the upright image.
+Palette, alpha (composited on white), greyscale, 16-bit and CMYK images become 8-bit RGB;
+animated images give their first frame. Before sending, an image larger than PaliGemma
+can use is downscaled (docs/images.md); geometry always maps to the original size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tools.errors import ImageError
+from tools.fetch import fetch_url
+from tools.image_policy import ImagePolicy
+
+ImageSource = Union[Image.Image, np.ndarray[Any, Any], bytes, bytearray, str, Path]
+
+# The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
+# every image to a square, so an image whose shorter side is 896 px loses nothing it uses.
+SEND_MIN_SIDE_PX = 896
+JPEG_QUALITY = 95
+_DATA_URI = re.compile(r"data:(?P<mime>[\w.+/-]*)(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)", re.S)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An upright 8-bit RGB image and where it came from."""
+
+    image: Image.Image
+    source: str  # for messages: a path, a URL, "data URI", "bytes", ...
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+def describe_source(source: object) -> str:
+    if isinstance(source, str):
+        return "a data URI" if source.startswith("data:") else repr(source[:200])
+    if isinstance(source, Path):
+        return repr(str(source))
+    return type(source).__name__
+
+
+def _read_path(path: Path, policy: ImagePolicy) -> bytes:
+    try:
+        resolved = path.expanduser().resolve(strict=True)  # follows symlinks: the real file is checked
+    except (FileNotFoundError, RuntimeError) as e:
+        raise ImageError(f"no image file at {str(path)!r}; check the path.") from e
+    except OSError as e:
+        raise ImageError(f"cannot open {str(path)!r}: {e.strerror}") from e
+    if policy.allowed_roots is not None:
+        roots = [root.expanduser().resolve() for root in policy.allowed_roots]
+        if not any(resolved.is_relative_to(root) for root in roots):
+            allowed = ", ".join(map(str, roots)) or "none here"
+            raise ImageError(
+                f"refused to read {str(path)!r}: local files must lie under the allowed folders ({allowed}). "
+                "Pass the image as a URL or data URI, or ask the operator to allow its folder."
+            )
+    if not resolved.is_file():
+        raise ImageError(f"{str(path)!r} is not a regular file.")
+    size = resolved.stat().st_size
+    if size > policy.max_bytes:
+        raise ImageError(f"{str(path)!r} is {size:,} bytes; the limit is {policy.max_bytes:,}. Send a smaller image.")
+    try:
+        return resolved.read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {str(path)!r}: {e.strerror}") from e
+
+
+def _read_data_uri(uri: str, policy: ImagePolicy) -> bytes:
+    if len(uri) > policy.max_bytes * 4 // 3 + 1024:
+        raise ImageError(f"the data URI is larger than the {policy.max_bytes:,}-byte limit.")
+    match = _DATA_URI.fullmatch(uri)
+    if match is None or not match.group("b64"):
+        raise ImageError("malformed data URI: expected data:image/...;base64,<data>.")
+    try:
+        return base64.b64decode(match.group("data"), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ImageError(f"the data URI's base64 payload is invalid ({e}).") from e
+
+
+def read_bytes(source: ImageSource, policy: ImagePolicy) -> bytes | None:
+    """The encoded bytes of a byte, path, URL or data-URI source; None for in-memory images."""
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) > policy.max_bytes:
+            raise ImageError(f"the image is {len(source):,} bytes; the limit is {policy.max_bytes:,}.")
+        return bytes(source)
+    if isinstance(source, Path):
+        return _read_path(source, policy)
+    if isinstance(source, str):
+        text = source.strip()
+        if text.startswith("data:"):
+            return _read_data_uri(text, policy)
+        if text.lower().startswith(("http://", "https://")):
+            return fetch_url(text, policy)
+        if _SCHEME.match(text):
+            raise ImageError(f"unsupported image source {text[:80]!r}: use http(s) URLs, data URIs or file paths.")
+        return _read_path(Path(text), policy)
+    return None
+
+
+def _decode(data: bytes, policy: ImagePolicy, what: str) -> Image.Image:
+    if not data:
+        raise ImageError(f"{what} is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(image, policy, what)
+            image.seek(0)  # animated: the first frame
+            image.load()
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{what} declares more pixels than can be decoded safely ({e}).") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(
+            f"{what} is not an image format that can be read (JPEG, PNG, WebP, GIF, BMP, TIFF are). "
+            "SVG, PDF and HTML are not images: convert or screenshot them first."
+        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{what} is damaged or truncated and cannot be decoded ({e}).") from e
+    return image
+
+
+def _check_pixels(image: Image.Image, policy: ImagePolicy, what: str) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"{what} has no pixels ({width} x {height}).")
+    if width * height > policy.max_pixels:
+        raise ImageError(
+            f"{what} is {width} x {height} = {width * height:,} pixels; the limit is {policy.max_pixels:,}. "
+            "Downscale it first."
+        )
+
+
+def _from_array(array: np.ndarray[Any, Any], policy: ImagePolicy) -> Image.Image:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"a numpy image must be (H, W), (H, W, 3) or (H, W, 4); got shape {array.shape}.")
+    if array.size == 0:
+        raise ImageError(f"the numpy image is empty (shape {array.shape}).")
+    if array.shape[0] * array.shape[1] > policy.max_pixels:
+        raise ImageError(
+            f"the numpy image has {array.shape[0] * array.shape[1]:,} pixels; the limit is {policy.max_pixels:,}."
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        scale = 255.0 if float(np.nanmax(array)) <= 1.0 else 1.0  # [0, 1] floats or [0, 255] floats
+        array = np.clip(np.nan_to_num(array) * scale, 0, 255).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ImageError(f"numpy images must be uint8, uint16, bool or float; got {array.dtype}.")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: palette and alpha composited on white, 16-bit scaled, CMYK converted."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else (1.0 if image.mode == "F" else 255.0)
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(source: ImageSource, policy: ImagePolicy | None = None) -> LoadedImage:
+    """The upright RGB image from any accepted source, or an ImageError saying what was wrong."""
+    policy = policy or ImagePolicy()
+    what = f"the image {describe_source(source)}"
+    if isinstance(source, Image.Image):
+        _check_pixels(source, policy, what)
+        image = source
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source, policy)
+    else:
+        data = read_bytes(source, policy)
+        if data is None:
+            raise ImageError(
+                f"unsupported image type {type(source).__name__}: pass a PIL image, numpy array, bytes, "
+                "a file path, an http(s) URL or a data URI."
+            )
+        image = _decode(data, policy, what)
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as e:
+        raise ImageError(f"{what} has unreadable EXIF orientation data ({e}).") from e
+    return LoadedImage(_to_rgb(upright if upright is not None else image), describe_source(source))
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """The image as sent to the model."""
+
+    data_uri: str
+    width: int
+    height: int
+
+    @property
+    def bytes_sent(self) -> int:
+        return len(self.data_uri)
+
+
+def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX) -> EncodedImage:
+    """A JPEG data URI, downscaled so its shorter side is `min_side_px` when it is larger."""
+    image = loaded.image
+    scale = max(min_side_px / image.width, min_side_px / image.height)
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    # 4:4:4 chroma keeps the edges of small text that OCR reads.
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    payload = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return EncodedImage(f"data:image/jpeg;base64,{payload}", image.width, image.height)

@@ -1,0 +1,189 @@
+"""Pure parsers of PaliGemma's detection and segmentation answers. They never guess.
+
+An answer is objects joined by " ; ", each `<loc>`x4 [`<seg>`x16] label. What parses is
+returned; every part that does not (a truncated group, a missing label, an empty box,
+stray text) is reported as a ParseIssue with the text concerned. Nothing is raised for a
+malformed answer unless `strict=True` asks for it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from tools import geometry, masks
+from tools.errors import InvalidInputError, OutputParseError
+from tools.models import Box, Detection, Detections, ParseIssue, Segment, Segments
+
+if TYPE_CHECKING:
+    from tools.vae_decoder import VaeDecoder
+
+LOCS_PER_BOX = 4
+CODES_PER_MASK = 16
+MAX_SEG_CODE = 127
+
+_TOKENS = re.compile(
+    r"<loc(?P<loc>\d{4})>"
+    r"|<seg(?P<seg>\d{3})>"
+    r"|(?P<sep>;)"
+    r"|(?P<bad><(?:loc|seg)[^<>;]{0,12}>)"
+    r"|(?P<text>[^<;]+|<)"
+)
+
+Mode = Literal["detect", "segment"]
+ISSUE_EXCERPT_CHARS = 120  # the raw answer stays whole in `raw_text`
+
+
+def _excerpt(text: str) -> str:
+    text = text.strip()
+    if len(text) <= ISSUE_EXCERPT_CHARS:
+        return text
+    return f"{text[:ISSUE_EXCERPT_CHARS]}... (+{len(text) - ISSUE_EXCERPT_CHARS} characters)"
+
+
+@dataclass
+class _Group:
+    start: int
+    end: int = 0
+    locs: list[int] = field(default_factory=list)
+    segs: list[int] = field(default_factory=list)
+    label: str = ""
+    malformed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    label: str
+    bins: tuple[int, int, int, int]
+    xyxy: tuple[float, float, float, float]
+    codes: tuple[int, ...]
+
+
+def _groups(text: str) -> list[_Group]:
+    """Split an answer into candidate objects at " ; " and wherever a new box starts."""
+    groups: list[_Group] = []
+    current: _Group | None = None
+    for match in _TOKENS.finditer(text):
+        kind = match.lastgroup
+        if kind == "sep":
+            current = None
+            continue
+        starts_new_box = kind == "loc" and current is not None and (current.label.strip() or current.segs)
+        if current is None or starts_new_box:
+            if kind == "text" and not match.group().strip():
+                continue  # whitespace between objects
+            current = _Group(start=match.start())
+            groups.append(current)
+        current.end = match.end()
+        if kind == "loc":
+            current.locs.append(int(match.group("loc")))
+        elif kind == "seg":
+            current.segs.append(int(match.group("seg")))
+        elif kind == "bad":
+            current.malformed.append(match.group())
+        else:
+            current.label += match.group()
+    return groups
+
+
+def _check(group: _Group, mode: Mode, width: int, height: int) -> _Parsed | str:
+    """The parsed object, or the reason it is not one."""
+    label = " ".join(group.label.split())
+    if group.malformed:
+        return f"malformed token(s) {', '.join(group.malformed)}"
+    if not group.locs:
+        return "text without location tokens"
+    if len(group.locs) != LOCS_PER_BOX:
+        return f"{len(group.locs)} location tokens where a box has {LOCS_PER_BOX}"
+    if any(b >= geometry.LOC_BINS for b in group.locs):
+        return f"location bin out of range 0..{geometry.LOC_SCALE}"
+    if mode == "segment" and len(group.segs) != CODES_PER_MASK:
+        return f"{len(group.segs)} segmentation tokens where a mask has {CODES_PER_MASK}"
+    if mode == "detect" and group.segs:
+        return f"{len(group.segs)} segmentation tokens in a detection answer"
+    if any(c > MAX_SEG_CODE for c in group.segs):
+        return f"segmentation code out of range 0..{MAX_SEG_CODE}"
+    if not label:
+        return "box without a label"
+    y_min, x_min, y_max, x_max = group.locs
+    if y_max <= y_min or x_max <= x_min:
+        return "empty box (max edge not beyond min edge)"
+    bins = (y_min, x_min, y_max, x_max)
+    return _Parsed(label, bins, geometry.bins_to_xyxy(bins, width=width, height=height), tuple(group.segs))
+
+
+def _parse(text: str, mode: Mode, width: int, height: int, strict: bool) -> tuple[list[_Parsed], list[ParseIssue]]:
+    if width < 1 or height < 1:
+        raise InvalidInputError(f"image width and height must be positive, got {width} x {height}")
+    parsed: list[_Parsed] = []
+    issues: list[ParseIssue] = []
+    for group in _groups(text):
+        outcome = _check(group, mode, width, height)
+        if isinstance(outcome, str):
+            issues.append(ParseIssue(text=_excerpt(text[group.start : group.end]), reason=outcome))
+        else:
+            parsed.append(outcome)
+    if strict and issues:
+        details = "; ".join(f"{i.reason}: {i.text!r}" for i in issues)
+        raise OutputParseError(f"the answer did not fully parse ({details}); raw answer: {text!r}")
+    return parsed, issues
+
+
+def _box(p: _Parsed) -> Box:
+    x_min, y_min, x_max, y_max = p.xyxy
+    return Box(x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max)
+
+
+def parse_detections(
+    text: str, *, width: int, height: int, prompt: str = "", model: str = "", strict: bool = False
+) -> Detections:
+    """Boxes in pixels of a `width` x `height` image from a `detect ...` answer."""
+    parsed, issues = _parse(text, "detect", width, height, strict)
+    objects = tuple(Detection(label=p.label, box=_box(p), loc_bins=p.bins) for p in parsed)
+    return Detections(
+        image_width=width,
+        image_height=height,
+        prompt=prompt,
+        model=model,
+        raw_text=text,
+        objects=objects,
+        issues=tuple(issues),
+    )
+
+
+def parse_segments(
+    text: str,
+    *,
+    width: int,
+    height: int,
+    decoder: VaeDecoder | None = None,
+    prompt: str = "",
+    model: str = "",
+    strict: bool = False,
+    missing_decoder_note: str | None = None,
+) -> Segments:
+    """Boxes and mask codes from a `segment ...` answer; masks too when `decoder` is given."""
+    parsed, issues = _parse(text, "segment", width, height, strict)
+    pasted: list[np.ndarray | None] = [None] * len(parsed)
+    if decoder is not None and parsed:
+        masks64 = decoder.decode(np.array([p.codes for p in parsed], dtype=np.int64))
+        pasted = [masks.paste_mask(m, p.xyxy, width=width, height=height) for m, p in zip(masks64, parsed, strict=True)]
+    elif decoder is None and parsed and missing_decoder_note:
+        issues.append(ParseIssue(text="", reason=missing_decoder_note))
+    objects = tuple(
+        Segment(label=p.label, box=_box(p), loc_bins=p.bins, codes=p.codes, mask=m)
+        for p, m in zip(parsed, pasted, strict=True)
+    )
+    return Segments(
+        image_width=width,
+        image_height=height,
+        prompt=prompt,
+        model=model,
+        raw_text=text,
+        objects=objects,
+        issues=tuple(issues),
+        masks_decoded=decoder is not None,
+    )
