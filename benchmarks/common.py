@@ -72,9 +72,7 @@ class TransformersLoop:
 
         inputs = self.processor(images=image, text="<image>" + prompt, return_tensors="pt")
         with torch.inference_mode():
-            out = self.model.generate(
-                **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
-            )
+            out = self.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
         text: str = self.processor.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return text
 

@@ -1,6 +1,6 @@
 """What the tools cost a caller: import time, what they import, and bytes sent per image.
 
-    .venv/bin/python -m benchmarks.footprint
+.venv/bin/python -m benchmarks.footprint
 """
 
 from __future__ import annotations
@@ -52,13 +52,18 @@ def main() -> None:
         [
             ["python -c 'import tools', wall (s)", f"{wall:.3f}"],
             ["the import itself (s)", f"{in_process:.3f}"],
-            *[[f"imports {name}", str(flag)] for name, flag in zip(("torch", "vllm", "transformers", "openai"), loaded, strict=True)],
+            *[
+                [f"imports {name}", str(flag)]
+                for name, flag in zip(("torch", "vllm", "transformers", "openai"), loaded, strict=True)
+            ],
         ],
     )
     rows = []
     for width, height in ((4000, 3000), (1920, 1080), (640, 480)):
         as_is, sent, size = bytes_sent(width, height)
-        rows.append([f"{width}x{height} JPEG (q90)", f"{as_is:,}", f"{sent:,}", f"{size[0]}x{size[1]}", f"{as_is / sent:.1f}x"])
+        rows.append(
+            [f"{width}x{height} JPEG (q90)", f"{as_is:,}", f"{sent:,}", f"{size[0]}x{size[1]}", f"{as_is / sent:.1f}x"]
+        )
     print_table(
         "Bytes per request for the image (base64 data URI)",
         ["image", "sent as is", "sent by the tools", "size sent", "smaller by"],

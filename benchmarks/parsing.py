@@ -67,10 +67,20 @@ def main() -> None:
         f"Parsing {len(texts):,} PaliGemma detection answers (best of 5)",
         ["parser", "total ms", "us per string", "objects found", "speed vs supervision"],
         [
-            ["tools.parse_detections", f"{ours_s * 1000:.0f}", f"{ours_s / len(texts) * 1e6:.1f}", f"{found_ours:,}",
-             f"{theirs_s / ours_s:.2f}x"],
-            ["supervision from_vlm", f"{theirs_s * 1000:.0f}", f"{theirs_s / len(texts) * 1e6:.1f}", f"{found_theirs:,}",
-             "1.00x"],
+            [
+                "tools.parse_detections",
+                f"{ours_s * 1000:.0f}",
+                f"{ours_s / len(texts) * 1e6:.1f}",
+                f"{found_ours:,}",
+                f"{theirs_s / ours_s:.2f}x",
+            ],
+            [
+                "supervision from_vlm",
+                f"{theirs_s * 1000:.0f}",
+                f"{theirs_s / len(texts) * 1e6:.1f}",
+                f"{found_theirs:,}",
+                "1.00x",
+            ],
         ],
     )
 

@@ -153,10 +153,52 @@ def _fix_cpu_install(args: argparse.Namespace, rest: list[str]) -> int:
     return main()
 
 
+def _add_mcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "mcp",
+        help="serve the tools over MCP (stdio for desktop hosts, streamable HTTP for remote ones)",
+        description="An MCP server for the PaliGemma tools. The PaliGemma endpoint comes from --base-url or "
+        "PALIGEMMA_BASE_URL; local image files are refused unless their folder is allowed.",
+    )
+    p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    p.add_argument("--host", default="127.0.0.1", help="http only")
+    p.add_argument("--port", type=int, default=8765, help="http only; the endpoint is http://HOST:PORT/mcp")
+    p.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
+    p.add_argument("--model", help="model name (env PALIGEMMA_MODEL; default: ask the endpoint)")
+    p.add_argument("--api-key", help="key for the endpoint (env PALIGEMMA_API_KEY)")
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        type=Path,
+        default=[Path(p) for p in os.environ.get("PALIGEMMA_ALLOWED_ROOTS", "").split(os.pathsep) if p],
+        help="a folder whose image files tools may read (repeatable; env PALIGEMMA_ALLOWED_ROOTS)",
+    )
+    p.add_argument("--no-urls", action="store_true", help="refuse http(s) image URLs")
+    p.add_argument("--max-image-mb", type=float, default=32.0, help="largest image accepted")
+    p.add_argument("--no-annotated-images", action="store_true", help="return JSON only, no drawn PNG")
+    p.set_defaults(handler=_mcp)
+
+
+def _mcp(args: argparse.Namespace, rest: list[str]) -> int:
+    from tools.mcp_server import McpSettings, run
+
+    settings = McpSettings(
+        base_url=args.base_url,
+        model=args.model,
+        api_key=args.api_key,
+        allowed_roots=tuple(args.allow_root),
+        allow_urls=not args.no_urls,
+        max_image_bytes=int(args.max_image_mb * 1024 * 1024),
+        annotated_images=not args.no_annotated_images,
+    )
+    run(settings, args.transport, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paligemma", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_presets, _add_make_tiny_model, _add_demo, _add_fix_cpu_install):
+    for add in (_add_serve, _add_presets, _add_make_tiny_model, _add_demo, _add_mcp, _add_fix_cpu_install):
         add(sub)
     return parser
 

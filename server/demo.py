@@ -10,8 +10,8 @@ import base64
 import json
 import os
 import time
-from importlib import resources
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 

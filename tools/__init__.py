@@ -17,11 +17,11 @@ from tools.errors import (
     PromptError,
 )
 from tools.functions import (
+    aanswer_visual_question,
     acaption_image,
     agenerate_question,
     alocate_objects,
     answer_visual_question,
-    aanswer_visual_question,
     aread_text,
     asegment_objects,
     caption_image,

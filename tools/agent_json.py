@@ -30,6 +30,35 @@ def to_agent_json(result: ToolResult, *, include_masks: bool = False) -> dict[st
     return data
 
 
+def output_schema(result_type: type[ToolResult]) -> dict[str, Any]:
+    """The JSON schema of `to_agent_json` for results of `result_type` (MCP's outputSchema)."""
+    schema = result_type.model_json_schema(mode="serialization")
+    _drop_properties(schema, _DROP | {"truncated"}, keep_optional={"truncated"})
+    for name, definition in schema.get("$defs", {}).items():
+        _drop_properties(definition, _DROP_PER_OBJECT)
+        if name == "Segment":
+            definition["properties"]["mask_coco_rle"] = {
+                "description": "COCO uncompressed RLE of the full mask, only when masks were asked for.",
+                "anyOf": [{"type": "object"}, {"type": "null"}],
+            }
+    if "truncated" in result_type.model_fields:
+        schema["properties"]["truncated"] = {
+            "type": "boolean",
+            "description": "Present (true) only when the answer hit the token limit and may be cut short.",
+        }
+    return schema
+
+
+def _drop_properties(
+    schema: dict[str, Any], names: set[str], keep_optional: frozenset[str] | set[str] = frozenset()
+) -> None:
+    properties = schema.get("properties", {})
+    for name in names:
+        if name not in keep_optional:
+            properties.pop(name, None)
+    schema["required"] = [r for r in schema.get("required", []) if r not in names]
+
+
 def dumps(data: dict[str, Any]) -> str:
     """Compact JSON text (no spaces, UTF-8 kept)."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -15,7 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools import functions
 from tools.client import PaliGemmaClient
-from tools.models import ToolResult
+from tools.models import (
+    AnswerResult,
+    CaptionResult,
+    Detections,
+    QuestionResult,
+    Segments,
+    TextResult,
+    ToolResult,
+)
 
 IMAGE_DESCRIPTION = (
     "The image: a handle such as 'img_1' for an image already in the conversation (preferred), "
@@ -98,7 +106,7 @@ class ToolSpec:
     function: Callable[..., ToolResult]  # the sync tool function, image first
     afunction: Callable[..., Awaitable[ToolResult]]  # its async form
     keywords: Callable[[Any], dict[str, Any]]  # validated arguments -> the function's keyword arguments
-    draws: bool = False  # its result has geometry worth an annotated image
+    result: type[ToolResult]  # what it returns
 
     def run(self, arguments: _Arguments, image: Any, client: PaliGemmaClient) -> ToolResult:
         return self.function(image, client=client, **self.keywords(arguments))
@@ -116,6 +124,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         functions.read_text,
         functions.aread_text,
         lambda a: {},
+        TextResult,
     ),
     ToolSpec(
         "answer_visual_question",
@@ -125,6 +134,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         functions.answer_visual_question,
         functions.aanswer_visual_question,
         lambda a: {"question": a.question, "lang": a.lang or "en"},
+        AnswerResult,
     ),
     ToolSpec(
         "caption_image",
@@ -134,6 +144,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         functions.caption_image,
         functions.acaption_image,
         lambda a: {"detail": a.detail or "short", "lang": a.lang or "en"},
+        CaptionResult,
     ),
     ToolSpec(
         "generate_question",
@@ -142,6 +153,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         functions.generate_question,
         functions.agenerate_question,
         lambda a: {"answer": a.answer, "lang": a.lang or "en"},
+        QuestionResult,
     ),
     ToolSpec(
         "locate_objects",
@@ -151,7 +163,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         functions.locate_objects,
         functions.alocate_objects,
         lambda a: {"objects": a.objects},
-        draws=True,
+        Detections,
     ),
     ToolSpec(
         "segment_objects",
@@ -161,7 +173,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         functions.segment_objects,
         functions.asegment_objects,
         lambda a: {"objects": a.objects},
-        draws=True,
+        Segments,
     ),
 )
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}

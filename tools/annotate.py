@@ -114,7 +114,7 @@ def _with_legend(
     if not colours:
         return image
     probe = ImageDraw.Draw(image)
-    row = probe.textbbox((0, 0), "Ag", font=font)[3] + 8
+    row = round(probe.textbbox((0, 0), "Ag", font=font)[3]) + 8
     band = Image.new("RGB", (image.width, row * len(colours) + 8), (255, 255, 255))
     draw = ImageDraw.Draw(band)
     for i, (label, colour) in enumerate(colours.items()):

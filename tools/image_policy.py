@@ -19,8 +19,10 @@ class ImagePolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    max_bytes: int = Field(default=64 * MIB, description="Largest encoded image accepted.")
-    max_pixels: int = Field(default=100_000_000, description="Largest width x height accepted (decompression bombs).")
+    max_bytes: int = Field(default=64 * MIB, gt=0, description="Largest encoded image accepted.")
+    max_pixels: int = Field(
+        default=100_000_000, gt=0, description="Largest width x height accepted (decompression bombs)."
+    )
     allowed_roots: tuple[Path, ...] | None = Field(
         default=None, description="Folders local paths must lie under; None allows any path, () none."
     )
@@ -32,8 +34,8 @@ class ImagePolicy(BaseModel):
         default=False,
         description="Allow URLs that resolve to loopback, private, link-local or metadata addresses (tests only).",
     )
-    url_timeout_s: float = Field(default=20.0, description="Total time allowed for fetching one URL.")
-    max_redirects: int = Field(default=3, description="Redirects followed (each one checked again).")
+    url_timeout_s: float = Field(default=20.0, gt=0, description="Total time allowed for fetching one URL.")
+    max_redirects: int = Field(default=3, ge=0, description="Redirects followed (each one checked again).")
 
     @classmethod
     def for_agents(cls, *, allowed_roots: tuple[Path, ...] = (), **overrides: object) -> ImagePolicy:

@@ -1,6 +1,7 @@
 """Load an image from whatever the caller has, as a person would see it, within limits.
 
-Accepted: PIL images, numpy arrays, bytes, file paths, http(s) URLs and data URIs.
+Accepted: PIL images, numpy arrays, bytes, file paths, http(s) URLs and data URIs; encoded
+images in JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF (other formats are refused, see _FORMATS).
 EXIF orientation is applied first, so every coordinate refers to the upright image.
 Palette, alpha (composited on white), greyscale, 16-bit and CMYK images become 8-bit RGB;
 animated images give their first frame. Before sending, an image larger than PaliGemma
@@ -16,7 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,13 +26,21 @@ from tools.errors import ImageError
 from tools.fetch import fetch_url
 from tools.image_policy import ImagePolicy
 
-ImageSource = Union[Image.Image, np.ndarray[Any, Any], bytes, bytearray, str, Path]
+ImageSource = Image.Image | np.ndarray[Any, Any] | bytes | bytearray | str | Path
 
 # The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
 # every image to a square, so an image whose shorter side is 896 px loses nothing it uses.
 SEND_MIN_SIDE_PX = 896
 JPEG_QUALITY = 95
-_DATA_URI = re.compile(r"data:(?P<mime>[\w.+/-]*)(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)", re.S)
+# libjpeg cannot write a side longer than this.
+_JPEG_MAX_SIDE_PX = 65_500
+# Only these decoders see untrusted bytes. Others either decode before the pixel limit can
+# be checked (an ICO holds PNGs of any size behind a 16x16 header) or run programs
+# (EPS calls Ghostscript); MPO is how many cameras save JPEGs.
+_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+_DATA_URI = re.compile(
+    r"data:(?P<mime>[\w.+/-]*)(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)", re.S | re.I
+)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -53,36 +62,52 @@ class LoadedImage:
 
 def describe_source(source: object) -> str:
     if isinstance(source, str):
-        return "a data URI" if source.startswith("data:") else repr(source[:200])
+        return "a data URI" if source.strip()[:5].lower() == "data:" else repr(source[:200])
     if isinstance(source, Path):
         return repr(str(source))
     return type(source).__name__
 
 
+def _check_root(path: Path, resolved: Path, policy: ImagePolicy) -> None:
+    if policy.allowed_roots is None:
+        return
+    roots = [root.expanduser().resolve() for root in policy.allowed_roots]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        allowed = ", ".join(map(str, roots)) or "none here"
+        raise ImageError(
+            f"refused to read {str(path)!r}: local files must lie under the allowed folders ({allowed}). "
+            "Pass the image as a URL or data URI, or ask the operator to allow its folder."
+        )
+
+
 def _read_path(path: Path, policy: ImagePolicy) -> bytes:
+    if "\0" in str(path):
+        raise ImageError(f"{str(path)!r} is not a file path: it contains a NUL character.")
     try:
+        # Checked before the file is looked up, so a refused caller cannot learn which files exist.
+        _check_root(path, path.expanduser().resolve(strict=False), policy)
         resolved = path.expanduser().resolve(strict=True)  # follows symlinks: the real file is checked
     except (FileNotFoundError, RuntimeError) as e:
         raise ImageError(f"no image file at {str(path)!r}; check the path.") from e
     except OSError as e:
         raise ImageError(f"cannot open {str(path)!r}: {e.strerror}") from e
-    if policy.allowed_roots is not None:
-        roots = [root.expanduser().resolve() for root in policy.allowed_roots]
-        if not any(resolved.is_relative_to(root) for root in roots):
-            allowed = ", ".join(map(str, roots)) or "none here"
-            raise ImageError(
-                f"refused to read {str(path)!r}: local files must lie under the allowed folders ({allowed}). "
-                "Pass the image as a URL or data URI, or ask the operator to allow its folder."
-            )
+    _check_root(path, resolved, policy)
     if not resolved.is_file():
         raise ImageError(f"{str(path)!r} is not a regular file.")
-    size = resolved.stat().st_size
-    if size > policy.max_bytes:
-        raise ImageError(f"{str(path)!r} is {size:,} bytes; the limit is {policy.max_bytes:,}. Send a smaller image.")
     try:
-        return resolved.read_bytes()
+        size = resolved.stat().st_size
+        if size > policy.max_bytes:
+            raise ImageError(
+                f"{str(path)!r} is {size:,} bytes; the limit is {policy.max_bytes:,}. Send a smaller image."
+            )
+        with resolved.open("rb") as file:
+            # stat() can understate (procfs, a file still being written): read no more than the limit.
+            data = file.read(policy.max_bytes + 1)
     except OSError as e:
         raise ImageError(f"cannot read {str(path)!r}: {e.strerror}") from e
+    if len(data) > policy.max_bytes:
+        raise ImageError(f"{str(path)!r} is larger than the {policy.max_bytes:,}-byte limit. Send a smaller image.")
+    return data
 
 
 def _read_data_uri(uri: str, policy: ImagePolicy) -> bytes:
@@ -92,9 +117,12 @@ def _read_data_uri(uri: str, policy: ImagePolicy) -> bytes:
     if match is None or not match.group("b64"):
         raise ImageError("malformed data URI: expected data:image/...;base64,<data>.")
     try:
-        return base64.b64decode(match.group("data"), validate=True)
+        data = base64.b64decode(match.group("data"), validate=True)
     except (binascii.Error, ValueError) as e:
         raise ImageError(f"the data URI's base64 payload is invalid ({e}).") from e
+    if len(data) > policy.max_bytes:  # the length check above allows for the header, so it is not exact
+        raise ImageError(f"the data URI holds {len(data):,} bytes; the limit is {policy.max_bytes:,}.")
+    return data
 
 
 def read_bytes(source: ImageSource, policy: ImagePolicy) -> bytes | None:
@@ -107,7 +135,7 @@ def read_bytes(source: ImageSource, policy: ImagePolicy) -> bytes | None:
         return _read_path(source, policy)
     if isinstance(source, str):
         text = source.strip()
-        if text.startswith("data:"):
+        if text[:5].lower() == "data:":
             return _read_data_uri(text, policy)
         if text.lower().startswith(("http://", "https://")):
             return fetch_url(text, policy)
@@ -117,24 +145,32 @@ def read_bytes(source: ImageSource, policy: ImagePolicy) -> bytes | None:
     return None
 
 
+def _decoders() -> list[str]:
+    Image.init()  # registers every plugin once; `formats=` only accepts registered ones
+    return [name for name in _FORMATS if name in Image.OPEN]
+
+
 def _decode(data: bytes, policy: ImagePolicy, what: str) -> Image.Image:
     if not data:
         raise ImageError(f"{what} is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            image = Image.open(io.BytesIO(data))
+            warnings.simplefilter("ignore", UserWarning)  # damaged metadata Pillow reads past (TIFF tags)
+            image = Image.open(io.BytesIO(data), formats=_decoders())
             _check_pixels(image, policy, what)
             image.seek(0)  # animated: the first frame
             image.load()
+    except ImageError:
+        raise  # the pixel limit's own message, not "damaged"
     except Image.DecompressionBombError as e:
         raise ImageError(f"{what} declares more pixels than can be decoded safely ({e}).") from e
     except UnidentifiedImageError as e:
         raise ImageError(
-            f"{what} is not an image format that can be read (JPEG, PNG, WebP, GIF, BMP, TIFF are). "
+            f"{what} is not an image format that can be read (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF are). "
             "SVG, PDF and HTML are not images: convert or screenshot them first."
         ) from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as e:  # RuntimeError: the AVIF decoder
         raise ImageError(f"{what} is damaged or truncated and cannot be decoded ({e}).") from e
     return image
 
@@ -163,25 +199,39 @@ def _from_array(array: np.ndarray[Any, Any], policy: ImagePolicy) -> Image.Image
         array = array[:, :, 0]
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
-    elif array.dtype == np.uint16:
+    elif np.issubdtype(array.dtype, np.uint16):  # either byte order
         array = (array // 257).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
-        scale = 255.0 if float(np.nanmax(array)) <= 1.0 else 1.0  # [0, 1] floats or [0, 255] floats
-        array = np.clip(np.nan_to_num(array) * scale, 0, 255).round().astype(np.uint8)
-    elif array.dtype != np.uint8:
+        array = _floats_to_uint8(array)
+    elif not np.issubdtype(array.dtype, np.uint8):
         raise ImageError(f"numpy images must be uint8, uint16, bool or float; got {array.dtype}.")
     return Image.fromarray(np.ascontiguousarray(array))
 
 
+def _floats_to_uint8(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """[0, 1] floats, or [0, 255] floats when any value is above 1, as uint8 (NaN is black)."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+    return np.clip(values * scale, 0, 255).round().astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB: palette and alpha composited on white, 16-bit scaled, CMYK converted."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)  # 16-bit by definition, however dark
+        image = Image.fromarray(np.clip(values / 65535.0 * 255.0, 0, 255).round().astype(np.uint8))
+    elif image.mode == "I":
+        # 32-bit ints hold 16-bit data (older Pillow's 16-bit PNGs) or 8-bit data (convert("I")).
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else (1.0 if image.mode == "F" else 255.0)
-        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
+    elif image.mode == "F":
+        image = Image.fromarray(_floats_to_uint8(np.asarray(image)))
+    elif image.mode == "La":
+        image = image.convert("LA")  # Pillow converts premultiplied La only to LA
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
+        image = image.convert("RGBA")  # a transparent palette entry or tRNS colour shows the background
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -190,6 +240,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def load_image(source: ImageSource, policy: ImagePolicy | None = None) -> LoadedImage:
     """The upright RGB image from any accepted source, or an ImageError saying what was wrong."""
+    if isinstance(source, LoadedImage):
+        return source  # already loaded (and checked) by the caller
     policy = policy or ImagePolicy()
     what = f"the image {describe_source(source)}"
     if isinstance(source, Image.Image):
@@ -206,7 +258,9 @@ def load_image(source: ImageSource, policy: ImagePolicy | None = None) -> Loaded
             )
         image = _decode(data, policy, what)
     try:
-        upright = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the orientation is still read
+            upright = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError) as e:
         raise ImageError(f"{what} has unreadable EXIF orientation data ({e}).") from e
     return LoadedImage(_to_rgb(upright if upright is not None else image), describe_source(source))
@@ -226,9 +280,13 @@ class EncodedImage:
 
 
 def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX) -> EncodedImage:
-    """A JPEG data URI, downscaled so its shorter side is `min_side_px` when it is larger."""
+    """A JPEG data URI, downscaled so its shorter side is `min_side_px` when it is larger.
+
+    Its longer side is also kept within JPEG's 65,500 px, whatever that does to the shorter one.
+    """
     image = loaded.image
     scale = max(min_side_px / image.width, min_side_px / image.height)
+    scale = min(scale, _JPEG_MAX_SIDE_PX / max(image.size))
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)

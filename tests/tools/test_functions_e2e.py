@@ -89,7 +89,8 @@ def test_segment_objects_decodes_masks_in_image_pixels(
     assert np.array_equal(cat.mask, expected)
     assert cat.area_px == int(expected.sum()) > 0
     x0, y0, x1, y1 = (int(v) for v in cat.box.xyxy)
-    assert not cat.mask[:y0].any() and not cat.mask[y1:].any() and not cat.mask[:, :x0].any()
+    assert not cat.mask[:y0].any() and not cat.mask[y1:].any()
+    assert not cat.mask[:, :x0].any() and not cat.mask[:, x1:].any()
     assert cat.outline is not None and cat.outline.is_valid and cat.outline.area == cat.area_px
     rle = cat.coco_rle()
     assert rle is not None and np.array_equal(masks.coco_rle_to_mask(rle), cat.mask)
@@ -207,7 +208,7 @@ def test_endpoint_down_is_a_clear_error(unused_port_url: str) -> None:
 
 def test_wrong_model_name_is_a_clear_error(tiny_server: TinyServer) -> None:
     wrong = tools.PaliGemmaClient(base_url=tiny_server.base_url, model="paligemma-nope", max_retries=0)
-    with pytest.raises(tools.EndpointRequestError, match="HTTP 404.*paligemma-nope"):
+    with pytest.raises(tools.EndpointRequestError, match=r"HTTP 404.*paligemma-nope"):
         tools.caption_image(gradient_image(), client=wrong)
 
 

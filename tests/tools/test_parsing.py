@@ -54,7 +54,8 @@ DETECTIONS = [
         id="same-label-two-instances-non-square",
     ),
     pytest.param(
-        "<loc0010><loc0010><loc0500><loc0500>  traffic light ;<loc0600><loc0600><loc0900><loc0900> Jack's 2nd-hand bike",
+        "<loc0010><loc0010><loc0500><loc0500>  traffic light ;"
+        "<loc0600><loc0600><loc0900><loc0900> Jack's 2nd-hand bike",
         1023,
         1023,
         [("traffic light", (10, 10, 500, 500)), ("Jack's 2nd-hand bike", (600, 600, 900, 900))],
