@@ -38,9 +38,15 @@ def run_agent(
     llm_model: str,
     paligemma: PaliGemmaClient,
     max_steps: int = 6,
+    first_tool: str | None = None,
+    llm_extra_body: dict[str, Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> str:
-    """Loop: ask the LLM, run the tool calls it makes, feed the results back, until it answers."""
+    """Loop: ask the LLM, run the tool calls it makes, feed the results back, until it answers.
+
+    `first_tool` makes the first step call that tool (named tool choice), e.g. caption_image
+    so that the LLM looks at the image before anything else.
+    """
     images = ImageStore(policy=ImagePolicy())  # the user's own image: local files allowed
     handle = images.add(image)
     messages: list[dict[str, Any]] = [
@@ -48,8 +54,13 @@ def run_agent(
         {"role": "user", "content": f"{task}\n(The image is {handle}.)"},
     ]
     tools = openai_tools(image_handles=images.handles)
-    for _ in range(max_steps):
-        reply = llm.chat.completions.create(model=llm_model, messages=messages, tools=tools)
+    for step in range(max_steps):
+        choice: Any = "auto"
+        if step == 0 and first_tool is not None:
+            choice = {"type": "function", "function": {"name": first_tool}}
+        reply = llm.chat.completions.create(
+            model=llm_model, messages=messages, tools=tools, tool_choice=choice, extra_body=llm_extra_body
+        )
         message = reply.choices[0].message
         messages.append(message.model_dump(exclude_none=True))
         if not message.tool_calls:
@@ -74,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm-model", default=os.environ.get("AGENT_MODEL"))
     parser.add_argument("--llm-api-key", default=os.environ.get("AGENT_API_KEY") or os.environ.get("OPENAI_API_KEY"))
     parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--first-tool", help="make the first step call this tool, e.g. caption_image")
     args = parser.parse_args(argv)
     if not args.llm_model:
         parser.error("name the tool-calling LLM with --llm-model or AGENT_MODEL")

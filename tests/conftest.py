@@ -32,9 +32,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
-    """One vLLM server for the whole session, stopped (its whole process group) at the end."""
+    """One vLLM server for the whole session, stopped (its whole process group) at the end.
+
+    Configured as `paligemma serve` configures it, plus vLLM options that let the same tiny
+    model also play the agent LLM in tests/clients/test_agent.py: a per-request chat template,
+    automatic tool choice with the pythonic parser (no special tokens needed), and JSON
+    grammars without free whitespace (random weights would otherwise pad tool arguments with
+    tabs forever). Requests without tools or templates, as every other test sends, are unaffected.
+    """
     log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny.log"
-    the_plan = serve.plan(ServeOptions(model=str(tiny_model_dir), port=free_port()), device="cpu")
+    agent_llm = (
+        "--trust-request-chat-template",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "pythonic",
+        "--structured-outputs-config",
+        '{"backend": "xgrammar", "disable_any_whitespace": true}',
+    )
+    options = ServeOptions(model=str(tiny_model_dir), port=free_port(), vllm_args=agent_llm)
+    the_plan = serve.plan(options, device="cpu")
     with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=300) as server:
         yield TinyServer(
             base_url=the_plan.command.base_url,

@@ -6,6 +6,7 @@ legend is a band added below the image, so nothing in the image is covered by it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,9 +84,11 @@ def annotate(image: Image.Image, result: Detections | Segments, *, max_side: int
     font = _font(max(12, round(min(base.size) / 28)))
     draw = ImageDraw.Draw(base)
     for obj in result.objects:
-        x0, y0, x1, y1 = (v * scale for v in obj.box.xyxy)
+        # The pixels the box edges fall in (pixel i covers [i, i+1]); the outline is drawn inward.
+        x0, y0 = (math.floor(v * scale) for v in obj.box.xyxy[:2])
+        x1, y1 = (max(a + 1, math.ceil(v * scale)) - 1 for a, v in zip((x0, y0), obj.box.xyxy[2:], strict=True))
         colour = colours[obj.label]
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
         _tag(draw, obj.label, (x0, y0), colour, font, base.size)
     return _with_legend(base, colours, font)
 

@@ -60,7 +60,7 @@ def _parse_call(call: Any) -> _Call:
     )
 
 
-def _validation_message(error: ValidationError) -> str:
+def validation_message(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False):
         where = ".".join(str(p) for p in item["loc"]) or "arguments"
@@ -82,7 +82,7 @@ def _prepare(
     try:
         arguments = spec.arguments.model_validate_json(arguments_json or "{}")
     except ValidationError as e:
-        return f"invalid arguments for {spec.name}: {_validation_message(e)}."
+        return f"invalid arguments for {spec.name}: {validation_message(e)}."
     try:
         return spec, arguments, _resolve_image(arguments.image, images, policy)
     except ImageError as e:

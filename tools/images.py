@@ -26,8 +26,6 @@ from tools.errors import ImageError
 from tools.fetch import fetch_url
 from tools.image_policy import ImagePolicy
 
-ImageSource = Image.Image | np.ndarray[Any, Any] | bytes | bytearray | str | Path
-
 # The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
 # every image to a square, so an image whose shorter side is 896 px loses nothing it uses.
 SEND_MIN_SIDE_PX = 896
@@ -50,6 +48,10 @@ class LoadedImage:
 
     image: Image.Image
     source: str  # for messages: a path, a URL, "data URI", "bytes", ...
+    # The encoded file, kept when it can be sent as it is: JPEG, PNG or WebP whose decoded
+    # pixels needed no change (already upright, plain RGB or greyscale, one frame).
+    original: bytes | None = None
+    original_mime: str | None = None
 
     @property
     def width(self) -> int:
@@ -58,6 +60,18 @@ class LoadedImage:
     @property
     def height(self) -> int:
         return self.image.height
+
+
+ImageSource = Image.Image | np.ndarray[Any, Any] | bytes | bytearray | str | Path | LoadedImage
+_SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def _sendable_original(decoded: Image.Image, upright: Image.Image | None) -> str | None:
+    """The MIME type under which the decoded file can be sent untouched, or None."""
+    mime = _SENDABLE.get(decoded.format or "")
+    turned = decoded.getexif().get(0x0112, 1) not in (0, 1)  # an orientation a viewer would apply
+    single_frame = getattr(decoded, "n_frames", 1) == 1
+    return mime if mime and not turned and single_frame and decoded.mode in ("RGB", "L") else None
 
 
 def describe_source(source: object) -> str:
@@ -263,7 +277,9 @@ def load_image(source: ImageSource, policy: ImagePolicy | None = None) -> Loaded
             upright = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError) as e:
         raise ImageError(f"{what} has unreadable EXIF orientation data ({e}).") from e
-    return LoadedImage(_to_rgb(upright if upright is not None else image), describe_source(source))
+    rgb = _to_rgb(upright if upright is not None else image)
+    mime = _sendable_original(image, upright) if isinstance(source, (bytes, bytearray, str, Path)) else None
+    return LoadedImage(rgb, describe_source(source), data if mime else None, mime)
 
 
 @dataclass(frozen=True)
@@ -280,13 +296,17 @@ class EncodedImage:
 
 
 def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX) -> EncodedImage:
-    """A JPEG data URI, downscaled so its shorter side is `min_side_px` when it is larger.
+    """A data URI of the image: the original file when it needs no change, else a JPEG,
+    downscaled so its shorter side is `min_side_px` when it is larger.
 
     Its longer side is also kept within JPEG's 65,500 px, whatever that does to the shorter one.
     """
     image = loaded.image
     scale = max(min_side_px / image.width, min_side_px / image.height)
     scale = min(scale, _JPEG_MAX_SIDE_PX / max(image.size))
+    if scale >= 1.0 and loaded.original is not None and loaded.original_mime is not None:
+        payload = base64.b64encode(loaded.original).decode("ascii")  # no re-encoding loss, often smaller
+        return EncodedImage(f"data:{loaded.original_mime};base64,{payload}", image.width, image.height)
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
