@@ -7,6 +7,7 @@ a tools-only install never imports torch or vLLM.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -195,10 +196,84 @@ def _mcp(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+BATCH_TASKS = {
+    "detect": "locate objects in every image (boxes)",
+    "segment": "outline objects in every image (boxes, masks)",
+    "ocr": "read the text in every image",
+    "ask": "answer one question about every image",
+    "caption": "caption every image",
+}
+
+
+def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for task, summary in BATCH_TASKS.items():
+        p = sub.add_parser(
+            task,
+            help=f"{summary}; files, folders (recursive) and globs; resumable JSON Lines",
+            description=f"{summary.capitalize()}. Results go to a JSON Lines file, one record per image; "
+            "re-running with the same output skips the images already done. Exit status 1 if any image failed.",
+        )
+        p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+        if task in ("detect", "segment"):
+            p.add_argument("--objects", required=True, help="what to find, e.g. 'cat ; dog'")
+            p.add_argument("--coco", type=Path, help="also write COCO-format JSON here")
+            p.add_argument("--annotate-dir", type=Path, help="also save each image with the result drawn here")
+        if task == "ask":
+            p.add_argument("--question", required=True)
+        if task == "caption":
+            p.add_argument("--detail", choices=["short", "long"], default="short")
+        if task in ("ask", "caption"):
+            p.add_argument("--lang", default="en")
+        p.add_argument("-o", "--output", type=Path, default=Path(f"paligemma-{task}.jsonl"), help="results file")
+        p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
+        p.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
+        p.add_argument("--model", help="model name (env PALIGEMMA_MODEL; default: ask the endpoint)")
+        p.add_argument("--api-key", help="key for the endpoint (env PALIGEMMA_API_KEY)")
+        p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+        p.add_argument("--extra-body", type=json.loads, help="extra request fields for vLLM, as JSON")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.set_defaults(handler=_batch, task=task)
+
+
+def _batch(args: argparse.Namespace, rest: list[str]) -> int:
+    import tools
+    from clients.batch import Job, main
+    from tools.prompts import split_objects
+
+    objects = split_objects(args.objects) if args.task in ("detect", "segment") else ()
+    job = Job(
+        args.task,
+        objects=objects,
+        question=getattr(args, "question", ""),
+        detail=getattr(args, "detail", "short"),
+        lang=getattr(args, "lang", "en"),
+    )
+    if args.concurrency < 1:
+        raise SystemExit("paligemma: --concurrency must be at least 1")
+    with tools.PaliGemmaClient(
+        base_url=args.base_url,
+        model=args.model,
+        api_key=args.api_key,
+        timeout_s=args.timeout,
+        max_concurrency=args.concurrency,
+        extra_body=args.extra_body,
+    ) as client:
+        return main(
+            job,
+            args.paths,
+            output=args.output,
+            client=client,
+            concurrency=args.concurrency,
+            coco=getattr(args, "coco", None),
+            annotate_dir=getattr(args, "annotate_dir", None),
+            progress=not args.no_progress,
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paligemma", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_presets, _add_make_tiny_model, _add_demo, _add_mcp, _add_fix_cpu_install):
+    for add in (_add_serve, _add_presets, _add_make_tiny_model, _add_demo, _add_mcp, _add_batch, _add_fix_cpu_install):
         add(sub)
     return parser
 
@@ -206,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `paligemma` console script."""
     from server.errors import ServeError
+    from tools.errors import PaliGemmaError
 
     args_in = list(sys.argv[1:] if argv is None else argv)
     passthrough: list[str] = []
@@ -217,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, passthrough)
     except ServeError as e:
+        print(f"paligemma {args.command}: {e}", file=sys.stderr)
+        return 2
+    except PaliGemmaError as e:  # a bad --objects or --lang, an endpoint that cannot be reached
         print(f"paligemma {args.command}: {e}", file=sys.stderr)
         return 2
 

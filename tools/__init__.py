@@ -4,6 +4,7 @@ Importing this package starts nothing: no client, no download, no torch.
 """
 
 from tools.client import Completion, PaliGemmaClient
+from tools.dispatch import Outcome, ToolCallOutput, arun_tool_call, run_tool_call
 from tools.errors import (
     CheckpointError,
     EndpointError,
@@ -31,6 +32,7 @@ from tools.functions import (
     segment_objects,
 )
 from tools.image_policy import ImagePolicy
+from tools.image_store import ImageStore
 from tools.images import LoadedImage, load_image
 from tools.models import (
     AnswerResult,
@@ -45,6 +47,7 @@ from tools.models import (
     TextResult,
     ToolResult,
 )
+from tools.openai_tools import openai_tools
 from tools.parsing import parse_detections, parse_segments
 
 __all__ = [
@@ -61,8 +64,10 @@ __all__ = [
     "EndpointUnavailableError",
     "ImageError",
     "ImagePolicy",
+    "ImageStore",
     "InvalidInputError",
     "LoadedImage",
+    "Outcome",
     "OutputParseError",
     "PaliGemmaClient",
     "PaliGemmaError",
@@ -72,6 +77,7 @@ __all__ = [
     "Segment",
     "Segments",
     "TextResult",
+    "ToolCallOutput",
     "ToolResult",
     "aanswer_visual_question",
     "acaption_image",
@@ -79,13 +85,16 @@ __all__ = [
     "alocate_objects",
     "answer_visual_question",
     "aread_text",
+    "arun_tool_call",
     "asegment_objects",
     "caption_image",
     "generate_question",
     "load_image",
     "locate_objects",
+    "openai_tools",
     "parse_detections",
     "parse_segments",
     "read_text",
+    "run_tool_call",
     "segment_objects",
 ]

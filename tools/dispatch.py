@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from tools.agent_json import dumps, to_agent_json
 from tools.agent_tools import TOOLS_BY_NAME, SegmentObjectsArguments, ToolSpec, _Arguments
-from tools.annotate import annotate
 from tools.client import PaliGemmaClient
 from tools.errors import ImageError, PaliGemmaError
 from tools.functions import default_client
@@ -120,6 +119,8 @@ def _success(arguments: _Arguments, result: ToolResult, loaded: LoadedImage, ann
     include_masks = isinstance(arguments, SegmentObjectsArguments) and bool(arguments.include_masks)
     png = None
     if annotated and isinstance(result, (Detections, Segments)) and result.objects:
+        from tools.annotate import annotate  # Pillow's drawing modules load only when drawing
+
         buffer = io.BytesIO()
         annotate(loaded.image, result, max_side=ANNOTATION_MAX_SIDE).save(buffer, format="PNG", optimize=True)
         png = buffer.getvalue()

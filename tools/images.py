@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tools.errors import ImageError
-from tools.fetch import fetch_url
 from tools.image_policy import ImagePolicy
 
 # The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
@@ -152,6 +151,8 @@ def read_bytes(source: ImageSource, policy: ImagePolicy) -> bytes | None:
         if text[:5].lower() == "data:":
             return _read_data_uri(text, policy)
         if text.lower().startswith(("http://", "https://")):
+            from tools.fetch import fetch_url  # the HTTP stack loads only when a URL is fetched
+
             return fetch_url(text, policy)
         if _SCHEME.match(text):
             raise ImageError(f"unsupported image source {text[:80]!r}: use http(s) URLs, data URIs or file paths.")

@@ -1,0 +1,283 @@
+"""`paligemma detect|segment|ocr|ask|caption PATHS...`: one task over many images, resumable.
+
+Results go to a JSON Lines file, one record per image (errors too). Re-running the same
+command with the same output skips the images already done; an interrupted run loses
+nothing but the images in flight. The exit status is 0 when every image succeeded, 1 when
+any failed, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+import tools
+from tools.errors import EndpointError, PaliGemmaError
+
+Task = Literal["detect", "segment", "ocr", "ask", "caption"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to do to every image."""
+
+    task: Task
+    objects: tuple[str, ...] = ()
+    question: str = ""
+    detail: Literal["short", "long"] = "short"
+    lang: str = "en"
+
+    @property
+    def prompt(self) -> str:
+        """The PaliGemma prompt every image gets."""
+        from tools import prompts
+
+        if self.task == "detect":
+            return prompts.detect(self.objects)
+        if self.task == "segment":
+            return prompts.segment(self.objects)
+        if self.task == "ocr":
+            return prompts.ocr()
+        if self.task == "ask":
+            return prompts.answer(self.question, self.lang)
+        return prompts.caption(self.detail, self.lang)
+
+    async def run(self, path: Path, client: tools.PaliGemmaClient) -> tools.ToolResult:
+        if self.task == "detect":
+            return await tools.alocate_objects(path, self.objects, client=client)
+        if self.task == "segment":
+            return await tools.asegment_objects(path, self.objects, client=client)
+        if self.task == "ocr":
+            return await tools.aread_text(path, client=client)
+        if self.task == "ask":
+            return await tools.aanswer_visual_question(path, self.question, lang=self.lang, client=client)
+        return await tools.acaption_image(path, detail=self.detail, lang=self.lang, client=client)
+
+
+def find_images(paths: Iterable[str], *, exclude: Iterable[Path] = ()) -> list[Path]:
+    """Files, folders (recursively) and glob patterns, as absolute paths, each once, sorted per argument.
+
+    Folders in `exclude` (where annotated images are written) are not searched.
+    """
+    skipped = [p.expanduser().resolve() for p in exclude]
+    found: dict[Path, None] = {}
+    for given in paths:
+        matches = glob.glob(given, recursive=True) if glob.has_magic(given) else [given]
+        for match in matches:
+            path = Path(match).expanduser().resolve()
+            if path.is_dir():
+                for child in sorted(path.rglob("*")):
+                    if any(child.is_relative_to(folder) for folder in skipped):
+                        continue
+                    if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+                        found.setdefault(child, None)
+            else:
+                found.setdefault(path, None)  # a named file is tried whatever its suffix; errors are recorded
+    return list(found)
+
+
+def _record(path: Path, result: tools.ToolResult | None, error: Exception | None) -> dict[str, Any]:
+    if error is not None:
+        return {
+            "path": str(path),
+            "ok": False,
+            "error": str(error),
+            "error_type": type(error).__name__,
+            "retry": isinstance(error, EndpointError),  # the endpoint may answer next time; a bad image won't
+        }
+    assert result is not None
+    data = result.model_dump(mode="json")
+    if isinstance(result, tools.Segments):
+        for obj, segment in zip(data["objects"], result.objects, strict=True):
+            obj["mask_coco_rle"] = segment.coco_rle()
+    return {"path": str(path), "ok": True, "result": data}
+
+
+class ResultsFile:
+    """The JSON Lines output: read what a previous run finished, append as images finish."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def finished(self) -> dict[str, dict[str, Any]]:
+        """The last record of every image in the file; a torn last line (a killed run) is dropped."""
+        records: dict[str, dict[str, Any]] = {}
+        if not self.path.exists():
+            return records
+        with self.path.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and "path" in record:
+                    records[record["path"]] = record
+        return records
+
+    def compact(self, records: dict[str, dict[str, Any]]) -> None:
+        """Rewrite the file with one record per image (atomically), dropping those to be retried."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with temporary.open("w", encoding="utf-8") as out:
+            for record in records.values():
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(temporary, self.path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+
+
+def annotated_name(path: Path) -> str:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]  # two folders may hold the same file name
+    return f"{path.stem}-{digest}.png"
+
+
+async def _one(
+    path: Path, job: Job, client: tools.PaliGemmaClient, results: ResultsFile, annotate_dir: Path | None
+) -> bool:
+    try:
+        result = await job.run(path, client)
+    except PaliGemmaError as e:
+        results.append(_record(path, None, e))
+        return False
+    if annotate_dir is not None and isinstance(result, (tools.Detections, tools.Segments)):
+        await asyncio.to_thread(_save_annotated, path, result, annotate_dir, client)
+    results.append(_record(path, result, None))
+    return True
+
+
+def _save_annotated(
+    path: Path, result: tools.Detections | tools.Segments, folder: Path, client: tools.PaliGemmaClient
+) -> None:
+    from tools.annotate import annotate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = tools.load_image(path, client.image_policy).image
+    annotate(image, result).save(folder / annotated_name(path))
+
+
+async def run_batch(
+    images: list[Path],
+    job: Job,
+    client: tools.PaliGemmaClient,
+    results: ResultsFile,
+    *,
+    concurrency: int,
+    annotate_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[int, int, int]:
+    """Process what is not finished yet; return (succeeded, failed, skipped)."""
+    previous = results.finished()
+    for record in previous.values():
+        other = record.get("result", {}).get("prompt")
+        if record.get("ok") and other != job.prompt:
+            raise tools.InvalidInputError(
+                f"{results.path} holds results for the prompt {other!r}, not {job.prompt!r}: "
+                "pass another --output to keep both."
+            )
+    kept = {p: r for p, r in previous.items() if r.get("ok") or not r.get("retry")}
+    results.compact(kept)
+    todo = [p for p in images if str(p) not in kept]
+    slots = asyncio.Semaphore(concurrency)
+    succeeded = failed = 0
+
+    async def guarded(path: Path) -> bool:
+        async with slots:
+            return await _one(path, job, client, results, annotate_dir)
+
+    with tqdm(total=len(todo), disable=not progress, unit="image", file=sys.stderr) as bar:
+        for finished in asyncio.as_completed([guarded(p) for p in todo]):
+            if await finished:
+                succeeded += 1
+            else:
+                failed += 1
+            bar.update(1)
+    return succeeded, failed, len(images) - len(todo)
+
+
+def write_coco(results: ResultsFile, images: list[Path], destination: Path) -> int:
+    """COCO detection/segmentation JSON of the successful records for `images`; returns annotations written."""
+    records = results.finished()
+    coco: dict[str, Any] = {"images": [], "annotations": [], "categories": []}
+    categories: dict[str, int] = {}
+    for image_id, path in enumerate(images, start=1):
+        record = records.get(str(path))
+        if not record or not record.get("ok"):
+            continue
+        result = record["result"]
+        coco["images"].append(
+            {"id": image_id, "file_name": str(path), "width": result["image_width"], "height": result["image_height"]}
+        )
+        for obj in result.get("objects", []):
+            category = categories.setdefault(obj["label"], len(categories) + 1)
+            box = obj["box"]
+            width, height = box["x_max"] - box["x_min"], box["y_max"] - box["y_min"]
+            annotation = {
+                "id": len(coco["annotations"]) + 1,
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": [box["x_min"], box["y_min"], width, height],
+                "area": obj.get("area_px") if obj.get("area_px") is not None else width * height,
+                "iscrowd": 0,
+            }
+            if obj.get("mask_coco_rle"):
+                annotation["segmentation"] = obj["mask_coco_rle"]
+            coco["annotations"].append(annotation)
+    coco["categories"] = [{"id": i, "name": name} for name, i in categories.items()]
+    destination.write_text(json.dumps(coco))
+    return len(coco["annotations"])
+
+
+def main(
+    job: Job,
+    paths: list[str],
+    *,
+    output: Path,
+    client: tools.PaliGemmaClient,
+    concurrency: int,
+    coco: Path | None,
+    annotate_dir: Path | None,
+    progress: bool,
+) -> int:
+    """Run the batch; print a summary; return the exit status."""
+    images = find_images(paths, exclude=[annotate_dir] if annotate_dir else [])
+    if not images:
+        print("paligemma: no images found under " + ", ".join(paths), file=sys.stderr)
+        return 1
+    results = ResultsFile(output)
+    try:
+        batch = run_batch(
+            images, job, client, results, concurrency=concurrency, annotate_dir=annotate_dir, progress=progress
+        )
+        succeeded, failed, skipped = asyncio.run(batch)
+    except KeyboardInterrupt:
+        done = sum(1 for p in images if str(p) in results.finished())
+        print(
+            f"\ninterrupted: {done} of {len(images)} images are recorded in {output}; "
+            "run the same command again to do the rest.",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGINT
+    failed_total = sum(1 for p in images if not results.finished().get(str(p), {}).get("ok"))
+    print(
+        f"{len(images)} images: {succeeded} done now, {skipped} done before, {failed} failed now; results in {output}",
+        file=sys.stderr,
+    )
+    if coco is not None:
+        count = write_coco(results, images, coco)
+        print(f"COCO annotations ({count}) in {coco}", file=sys.stderr)
+    return 1 if failed_total else 0
