@@ -90,6 +90,7 @@ def main() -> None:
 
     with tiny_model() as checkpoint:
         image = photo(checkpoint.parent)
+        width, height = Image.open(image).size
         the_plan = serve.plan(ServeOptions(model=str(checkpoint), port=free_port()), device="cpu")
         client = PaliGemmaClient(base_url=the_plan.command.base_url, extra_body=forced, max_retries=0)
         with serve.running(the_plan, echo=False, timeout_s=300), client:
@@ -108,7 +109,7 @@ def main() -> None:
                         run_and_wait(page, i)
                     in_app = [run_and_wait(page, args.warmup + i) for i in range(args.runs)]
                     if args.screenshot is not None:
-                        shot = browser.new_page(viewport={"width": 1400, "height": 1000})
+                        shot = browser.new_page(viewport={"width": 1400, "height": 1300})
                         open_chat(shot, f"http://127.0.0.1:{port}/", image)
                         run_and_wait(shot, 0)
                         shot.get_by_text("Raw model text").click()
@@ -125,8 +126,8 @@ def main() -> None:
         ["chat app: click Run -> drawn result shown", *spread(in_app)],
     ]
     print_table(
-        f"Chat app on the tiny model: forced 4-object detection on a {Image.open(image).size[0]}x"
-        f"{Image.open(image).size[1]} photo, {args.runs} runs after {args.warmup} warm-up, one conversation",
+        f"Chat app on the tiny model: forced 4-object detection on a {width}x{height} photo, "
+        f"{args.runs} runs after {args.warmup} warm-up, one conversation",
         ["path", "median (ms)", "min (ms)", "max (ms)"],
         rows,
     )

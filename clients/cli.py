@@ -270,10 +270,48 @@ def _batch(args: argparse.Namespace, rest: list[str]) -> int:
         )
 
 
+def _add_chat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="a web chat app (Gradio) for any PaliGemma endpoint: upload an image, ask, see boxes and masks",
+        description="Serve the chat app in the browser. The PaliGemma endpoint comes from --base-url or "
+        "PALIGEMMA_BASE_URL (default: `paligemma serve` on this machine). Needs the `chat` extra (gradio).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the app to the network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
+    p.add_argument("--model", help="model name (env PALIGEMMA_MODEL; default: ask the endpoint)")
+    p.add_argument("--api-key", help="key for the endpoint (env PALIGEMMA_API_KEY)")
+    p.set_defaults(handler=_chat)
+
+
+def _chat(args: argparse.Namespace, rest: list[str]) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:  # the optional `chat` extra
+        raise SystemExit("paligemma chat needs Gradio: pip install 'paligemma-tools[chat]'")
+    from clients.chat_app import launch
+    from tools import PaliGemmaClient
+
+    launch(
+        PaliGemmaClient(base_url=args.base_url, model=args.model, api_key=args.api_key), host=args.host, port=args.port
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paligemma", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_serve, _add_presets, _add_make_tiny_model, _add_demo, _add_mcp, _add_batch, _add_fix_cpu_install):
+    for add in (
+        _add_serve,
+        _add_presets,
+        _add_make_tiny_model,
+        _add_demo,
+        _add_mcp,
+        _add_batch,
+        _add_chat,
+        _add_fix_cpu_install,
+    ):
         add(sub)
     return parser
 

@@ -74,11 +74,18 @@ def _sendable_original(decoded: Image.Image, upright: Image.Image | None) -> str
 
 
 def describe_source(source: object) -> str:
+    """How error messages name the image: `the image {this}`."""
     if isinstance(source, str):
-        return "a data URI" if source.strip()[:5].lower() == "data:" else repr(source[:200])
+        return "given as a data URI" if source.strip()[:5].lower() == "data:" else repr(source[:200])
     if isinstance(source, Path):
         return repr(str(source))
-    return type(source).__name__
+    if isinstance(source, (bytes, bytearray)):
+        return f"given as {len(source):,} bytes"
+    if isinstance(source, np.ndarray):
+        return "given as a numpy array"
+    if isinstance(source, Image.Image):
+        return "given as a PIL image"
+    return f"given as a {type(source).__name__}"
 
 
 def _check_root(path: Path, resolved: Path, policy: ImagePolicy) -> None:

@@ -34,7 +34,8 @@ def check_lang(lang: str) -> str:
     return lang
 
 
-def _check_text(text: str, what: str, limit: int) -> str:
+def check_text(text: str, what: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` as one clean line, or a PromptError saying what would break the prompt."""
     if not isinstance(text, str):
         raise PromptError(f"{what} must be a string, got {type(text).__name__}")
     stripped = text.strip()
@@ -66,7 +67,7 @@ def split_objects(objects: str | Iterable[str]) -> tuple[str, ...]:
             raise PromptError(f"object names must be strings, got {type(item).__name__}")
         for part in item.split(";"):
             if part.strip():
-                name = _check_text(part, "object name", MAX_OBJECT_CHARS)
+                name = check_text(part, "object name", MAX_OBJECT_CHARS)
                 if name not in names:
                     names.append(name)
     if not names:
@@ -87,11 +88,11 @@ def caption(detail: Literal["short", "long"], lang: str) -> str:
 
 
 def answer(question: str, lang: str) -> str:
-    return f"answer {check_lang(lang)} {_check_text(question, 'question', MAX_TEXT_CHARS)}"
+    return f"answer {check_lang(lang)} {check_text(question, 'question', MAX_TEXT_CHARS)}"
 
 
 def question(answer_text: str, lang: str) -> str:
-    return f"question {check_lang(lang)} {_check_text(answer_text, 'answer', MAX_TEXT_CHARS)}"
+    return f"question {check_lang(lang)} {check_text(answer_text, 'answer', MAX_TEXT_CHARS)}"
 
 
 def detect(names: tuple[str, ...]) -> str:

@@ -134,7 +134,7 @@ def test_numpy_arrays_become_rgb(array: np.ndarray[Any, Any], expected: list[Any
     assert loaded.image.mode == "RGB"
     assert (loaded.width, loaded.height) == (array.shape[1], array.shape[0])
     assert pixels(loaded.image).tolist() == [[list(p) for p in row] for row in expected]
-    assert loaded.source == "ndarray"
+    assert loaded.source == "given as a numpy array"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_pil_image_is_copied_not_shared() -> None:
     assert np.array_equal(pixels(loaded.image), pixels(original))
     original.putpixel((0, 0), (1, 2, 3))
     assert loaded.image.getpixel((0, 0)) == RED  # the caller's later edits do not reach the loaded image
-    assert loaded.source == "Image"
+    assert loaded.source == "given as a PIL image"
 
 
 SourceMaker = Callable[[Path, bytes], tuple[Any, str]]
@@ -171,20 +171,22 @@ SourceMaker = Callable[[Path, bytes], tuple[Any, str]]
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(lambda f, png: (png, "bytes"), id="bytes"),
-        pytest.param(lambda f, png: (bytearray(png), "bytearray"), id="bytearray"),
+        pytest.param(lambda f, png: (png, f"given as {len(png):,} bytes"), id="bytes"),
+        pytest.param(lambda f, png: (bytearray(png), f"given as {len(png):,} bytes"), id="bytearray"),
         pytest.param(lambda f, png: (f, repr(str(f))), id="path"),
         pytest.param(lambda f, png: (str(f), repr(str(f))), id="path-str"),
         # Whitespace around a path string is not part of it.
         pytest.param(lambda f, png: (f"  {f}  ", repr(f"  {f}  ")), id="path-str-padded"),
-        pytest.param(lambda f, png: (data_uri(png), "a data URI"), id="data-uri"),
-        pytest.param(lambda f, png: (data_uri(png, "image/png;name=photo.png"), "a data URI"), id="data-uri-params"),
+        pytest.param(lambda f, png: (data_uri(png), "given as a data URI"), id="data-uri"),
         pytest.param(
-            lambda f, png: ("DATA:IMAGE/PNG;BASE64," + base64.b64encode(png).decode(), "a data URI"),
+            lambda f, png: (data_uri(png, "image/png;name=photo.png"), "given as a data URI"), id="data-uri-params"
+        ),
+        pytest.param(
+            lambda f, png: ("DATA:IMAGE/PNG;BASE64," + base64.b64encode(png).decode(), "given as a data URI"),
             id="data-uri-upper-case",  # URI schemes are case-insensitive
         ),
         pytest.param(
-            lambda f, png: (data_uri(png, "application/octet-stream"), "a data URI"),
+            lambda f, png: (data_uri(png, "application/octet-stream"), "given as a data URI"),
             id="data-uri-other-mime",  # the bytes decide, not the declared type
         ),
     ],

@@ -1,0 +1,468 @@
+"""`paligemma chat`: a web chat app (Gradio) in front of any PaliGemma endpoint, `paligemma serve` by default.
+
+A person uploads or pastes an image, picks a task (or types a free prompt) and a language,
+and reads the answer in a conversation; detections and segments come back drawn on the
+image with a legend, and the structured result and the raw model text are one click away.
+Each browser tab keeps its image, so follow-up turns need no new upload; a new upload
+starts a new image context. Every failure (endpoint down, bad image, bad prompt) becomes
+an assistant message: the page never goes blank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from PIL import Image
+
+from tools import functions, parsing, prompts
+from tools.agent_json import to_agent_json
+from tools.annotate import annotate
+from tools.client import PaliGemmaClient
+from tools.errors import ImageError, PaliGemmaError
+from tools.images import EncodedImage, LoadedImage, encode_for_model, load_image
+from tools.models import Detections, Segments, ToolResult
+from tools.readable import object_lines
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+logger = logging.getLogger(__name__)
+
+Task = Literal["caption", "describe", "ocr", "answer", "detect", "segment", "free"]
+Message = dict[str, Any]  # one Chatbot message: {"role": ..., "content": ...}
+
+DRAWN_MAX_SIDE = 1024  # drawn images in the conversation; boxes are computed on the original
+FREE_PROMPT_MAX_TOKENS = 256  # for free prompts that start with no known task prefix
+TIMES = "\u00d7"
+_LOC = re.compile(r"<loc\d{4}>")
+_SEG = re.compile(r"<seg\d{3}>")
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # CommonMark lets a backslash escape any ASCII punctuation
+
+
+@dataclass(frozen=True)
+class _TaskSpec:
+    label: str  # in the dropdown
+    text_label: str | None  # the text box's label; None hides it
+    placeholder: str = ""
+    uses_lang: bool = False
+
+
+TASKS: dict[Task, _TaskSpec] = {
+    "caption": _TaskSpec("Caption", None, uses_lang=True),
+    "describe": _TaskSpec("Describe", None, uses_lang=True),
+    "ocr": _TaskSpec("Read text", None),
+    "answer": _TaskSpec("Ask a question", "Question", "How many cats are there?", uses_lang=True),
+    "detect": _TaskSpec("Detect objects", "Objects (separate with ;)", "cat ; dog"),
+    "segment": _TaskSpec("Segment objects", "Objects (separate with ;)", "cat ; dog"),
+    "free": _TaskSpec("Free prompt", "Prompt (sent as is)", "detect car ; person"),
+}
+assert set(TASKS) == set(get_args(Task))
+
+
+def as_task(name: str) -> Task | None:
+    """The task called `name`, or None."""
+    return next((task for task in TASKS if task == name), None)
+
+
+# The 36 languages of Crossmodal-3600, on which PaliGemma reports multilingual captioning;
+# any other lowercase ISO 639 code can be typed into the dropdown.
+LANGUAGES: tuple[tuple[str, str], ...] = tuple(
+    (f"{name} ({code})", code)
+    for code, name in (
+        ("en", "English"), ("de", "German"), ("fr", "French"), ("es", "Spanish"), ("it", "Italian"),
+        ("pt", "Portuguese"), ("nl", "Dutch"), ("zh", "Chinese"), ("ja", "Japanese"), ("ko", "Korean"),
+        ("ar", "Arabic"), ("bn", "Bengali"), ("cs", "Czech"), ("da", "Danish"), ("el", "Greek"),
+        ("fa", "Persian"), ("fi", "Finnish"), ("fil", "Filipino"), ("he", "Hebrew"), ("hi", "Hindi"),
+        ("hr", "Croatian"), ("hu", "Hungarian"), ("id", "Indonesian"), ("mi", "Maori"), ("no", "Norwegian"),
+        ("pl", "Polish"), ("quz", "Cusco Quechua"), ("ro", "Romanian"), ("ru", "Russian"), ("sv", "Swedish"),
+        ("sw", "Swahili"), ("te", "Telugu"), ("th", "Thai"), ("tr", "Turkish"), ("uk", "Ukrainian"),
+        ("vi", "Vietnamese"),
+    )
+)  # fmt: skip
+
+
+# --- text for the conversation ---------------------------------------------------------------
+def escape_markdown(text: str) -> str:
+    """`text` shown literally by the Chatbot's Markdown renderer (model output may hold `<loc..>`, `*`, `#`)."""
+    return _MD_PUNCTUATION.sub(r"\\\1", text)
+
+
+def code_span(text: str) -> str:
+    """`text` as a Markdown code span, whatever backticks it holds."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}"
+
+
+def describe_objects(result: Detections | Segments) -> str:
+    """One Markdown list item per object (label in bold), then what did not parse."""
+    lines = [f"- **{escape_markdown(label)}**{rest}" for label, rest in _split_labels(result)]
+    found = f"Found {len(result.objects)} object{'s' if len(result.objects) != 1 else ''}"
+    head = f"{found}:" if result.objects else "No objects found."
+    notes = [
+        f"- not read: {escape_markdown(issue.reason)}" + (f" in {code_span(issue.text)}" if issue.text else "")
+        for issue in result.issues
+    ]
+    return "\n".join([head, *lines, *(["", "Notes:", *notes] if notes else [])])
+
+
+def _split_labels(result: Detections | Segments) -> list[tuple[str, str]]:
+    """(label, the rest of its readable line) for each object."""
+    labels = [obj.label for obj in result.objects]
+    return [(label, line[len(label) :]) for label, line in zip(labels, object_lines(result), strict=True)]
+
+
+def _user_text(task: Task, lang: str, text: str) -> str:
+    spec = TASKS[task]
+    if task == "free":
+        return code_span(text.strip())
+    words = f"{spec.label} ({escape_markdown(lang)})" if spec.uses_lang else spec.label
+    return f"{words}: {escape_markdown(text.strip())}" if spec.text_label else words
+
+
+# --- running one turn --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """One assistant turn: Markdown for the conversation, the typed result, and the drawn image if any."""
+
+    markdown: str
+    result: ToolResult
+    drawn: Image.Image | None = None
+
+
+def _drawn(loaded: LoadedImage, result: Detections | Segments) -> Image.Image | None:
+    return annotate(loaded.image, result, max_side=DRAWN_MAX_SIDE) if result.objects else None
+
+
+async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: EncodedImage, text: str) -> Answer:
+    prompt = prompts.check_text(text, "prompt")  # one line, no control tokens
+    max_tokens = functions.MAX_TOKENS.get(prompt.split(" ", 1)[0], FREE_PROMPT_MAX_TOKENS)
+    completion = await client.acomplete(encoded, prompt, max_tokens=max_tokens)
+    raw = f"Raw: {code_span(completion.text)}" if completion.text.strip() else "The model gave an empty answer."
+    if not _LOC.search(completion.text):
+        plain = ToolResult(
+            image_width=loaded.width,
+            image_height=loaded.height,
+            prompt=prompt,
+            model=completion.model,
+            raw_text=completion.text,
+            truncated=completion.truncated,
+        )
+        return Answer(escape_markdown(completion.text.strip()) or raw, plain)
+
+    def parse() -> Detections | Segments:
+        text, width, height = completion.text, loaded.width, loaded.height
+        if _SEG.search(text):
+            decoder = client.vae_decoder()
+            return parsing.parse_segments(
+                text, width=width, height=height, decoder=decoder, prompt=prompt, model=completion.model
+            )
+        return parsing.parse_detections(text, width=width, height=height, prompt=prompt, model=completion.model)
+
+    located = await asyncio.to_thread(parse)
+    result = located.model_copy(update={"truncated": completion.truncated})
+    drawn = await asyncio.to_thread(_drawn, loaded, result)
+    return Answer(f"{describe_objects(result)}\n\n{raw}", result, drawn)
+
+
+async def run_task(
+    client: PaliGemmaClient,
+    loaded: LoadedImage,
+    task: Task,
+    *,
+    lang: str = "en",
+    text: str = "",
+    encoded: EncodedImage | None = None,
+) -> Answer:
+    """Run one task on an image already loaded; raises the tools' PaliGemmaError subclasses."""
+    image = loaded.image
+    if task == "caption" or task == "describe":
+        detail: Literal["short", "long"] = "short" if task == "caption" else "long"
+        caption = await functions.acaption_image(image, detail=detail, lang=lang, client=client)
+        return Answer(escape_markdown(caption.caption) or "(empty caption)", caption)
+    if task == "ocr":
+        read = await functions.aread_text(image, client=client)
+        return Answer(escape_markdown(read.text) or "(no text found)", read)
+    if task == "answer":
+        answered = await functions.aanswer_visual_question(image, text, lang=lang, client=client)
+        return Answer(escape_markdown(answered.answer) or "(empty answer)", answered)
+    if task == "detect":
+        found = await functions.alocate_objects(image, text, client=client)
+        return Answer(describe_objects(found), found, await asyncio.to_thread(_drawn, loaded, found))
+    if task == "segment":
+        outlined = await functions.asegment_objects(image, text, client=client)
+        return Answer(describe_objects(outlined), outlined, await asyncio.to_thread(_drawn, loaded, outlined))
+    if encoded is None:
+        encoded = await asyncio.to_thread(encode_for_model, loaded, min_side_px=client.send_min_side_px)
+    return await _free_prompt(client, loaded, encoded, text)
+
+
+# --- per-tab state -------------------------------------------------------------------------------
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class ChatSession:
+    """What one browser tab keeps between turns: its image, its conversation, its drawn images."""
+
+    history: list[Message] = field(default_factory=list)
+    upload: str | None = None  # the uploaded file the image came from
+    image: LoadedImage | None = None
+    encoded: EncodedImage | None = None  # for free prompts, encoded once per image
+    turns: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one turn at a time per tab
+    _files: Path | None = None  # drawn images, removed with the tab's state or at exit
+    _cleanup: weakref.finalize[[str], ChatSession] | None = None
+
+    def save_png(self, image: Image.Image) -> str:
+        """Write a drawn image where Gradio may serve it from (the system temp folder)."""
+        if self._files is None:
+            self._files = Path(tempfile.mkdtemp(prefix="paligemma-chat-"))
+            self._cleanup = weakref.finalize(self, _remove_tree, str(self._files))
+        self.turns += 1
+        path = self._files / f"turn-{self.turns}.png"
+        image.save(path, format="PNG")
+        return str(path)
+
+    def close(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup()
+        self._files, self._cleanup = None, None
+
+
+def _close_session(session: ChatSession | None) -> None:
+    if session is not None:
+        session.close()
+
+
+def _read_upload(payload: Mapping[str, Any], client: PaliGemmaClient) -> LoadedImage:
+    """The uploaded image, with the client's size limits (uploads are bytes: no path policy applies)."""
+    policy = client.image_policy
+    path = payload.get("path")
+    if not path:
+        raise ImageError("the upload carried no file; upload or paste the image again.")
+    name = payload.get("orig_name") or Path(path).name
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(policy.max_bytes + 1)  # load_image reports anything over the limit
+    except OSError as e:
+        raise ImageError(f"cannot read the uploaded file {name!r} ({e.strerror}); upload it again.") from e
+    loaded = load_image(data, policy)
+    return LoadedImage(loaded.image, repr(name))
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, PaliGemmaError):
+        return f"**Error:** {escape_markdown(str(error))}"
+    return (
+        f"**Unexpected error** ({escape_markdown(type(error).__name__)}): {escape_markdown(str(error))}. "
+        "This is a bug in the chat app; the server log has the details."
+    )
+
+
+# --- the app ---------------------------------------------------------------------------------------
+Outputs = tuple[list[Message], ChatSession, Any, str]  # conversation, session, structured result, raw text
+
+
+class _Handlers:
+    def __init__(self, client: PaliGemmaClient) -> None:
+        self.client = client
+
+    async def _switch_image(self, session: ChatSession, payload: Mapping[str, Any] | None) -> None:
+        """Make the uploaded image the session's, announcing it (or why it is unusable) in the conversation."""
+        path = None if payload is None else payload.get("path")
+        if path == session.upload:
+            return
+        session.upload, session.image, session.encoded = path, None, None
+        if payload is None:
+            return
+        name = code_span(str(payload.get("orig_name") or "image"))
+        session.history.append({"role": "user", "content": f"Uploaded {name}"})
+        try:
+            session.image = await asyncio.to_thread(_read_upload, payload, self.client)
+        except PaliGemmaError as e:
+            session.history.append({"role": "assistant", "content": f"Cannot use {name}. {_error_text(e)}"})
+            return
+        size = f"{session.image.width} {TIMES} {session.image.height} px"
+        session.history.append({"role": "assistant", "content": f"New image, {size}. Pick a task and press Run."})
+
+    async def on_image(
+        self, payload: Mapping[str, Any] | None, session: ChatSession
+    ) -> tuple[list[Message], ChatSession]:
+        async with session.lock:
+            await self._switch_image(session, payload)
+        return list(session.history), session
+
+    async def on_clear(self, session: ChatSession) -> ChatSession:
+        async with session.lock:
+            session.history.clear()  # the image stays: the next turn may ask about it again
+        return session
+
+    async def on_run(
+        self, payload: Mapping[str, Any] | None, task: str, lang: str | None, text: str | None, session: ChatSession
+    ) -> AsyncIterator[Outputs]:
+        async with session.lock:
+            await self._switch_image(session, payload)
+            chosen, lang, text = as_task(task), (lang or "en").strip(), text or ""
+            if chosen is not None:
+                session.history.append({"role": "user", "content": _user_text(chosen, lang, text)})
+                if session.image is not None:
+                    yield [*session.history, {"role": "assistant", "content": "Running…"}], session, None, ""
+            content, result = await self._reply(session, chosen, task, lang, text)
+            session.history.append({"role": "assistant", "content": content})
+            if result is None:
+                yield list(session.history), session, None, ""
+            else:
+                yield list(session.history), session, to_agent_json(result), result.raw_text
+
+    async def _reply(
+        self, session: ChatSession, chosen: Task | None, task: str, lang: str, text: str
+    ) -> tuple[Any, ToolResult | None]:
+        """The assistant's message content and the result it shows, or what went wrong (and None)."""
+        if chosen is None:
+            return f"**Error:** unknown task {code_span(task)}.", None
+        if session.image is None:
+            if session.upload is not None:
+                return "The uploaded image could not be read (see above). Upload or paste another one.", None
+            return "Upload or paste an image first (the image box on the left), then press Run.", None
+        try:
+            if chosen == "free" and session.encoded is None:
+                session.encoded = await asyncio.to_thread(
+                    encode_for_model, session.image, min_side_px=self.client.send_min_side_px
+                )
+            answer = await run_task(self.client, session.image, chosen, lang=lang, text=text, encoded=session.encoded)
+        except Exception as e:  # a failure is an answer in the conversation, never a dead page
+            if not isinstance(e, PaliGemmaError):
+                logger.exception("chat turn %r failed unexpectedly", chosen)
+            return _error_text(e), None
+        if answer.drawn is None:
+            return answer.markdown, answer.result
+        png = await asyncio.to_thread(session.save_png, answer.drawn)
+        return [answer.markdown, {"path": png, "alt_text": f"{chosen} result drawn on the image"}], answer.result
+
+
+def _task_controls(task: str) -> tuple[Any, Any]:
+    import gradio as gr
+
+    chosen = as_task(task)
+    if chosen is None:
+        return gr.Dropdown(), gr.Textbox()
+    spec = TASKS[chosen]
+    text = gr.Textbox(visible=spec.text_label is not None, label=spec.text_label or "", placeholder=spec.placeholder)
+    return gr.Dropdown(visible=spec.uses_lang), text
+
+
+def build_app(
+    client: PaliGemmaClient | None = None,
+    *,
+    title: str = "PaliGemma 2 chat",
+    concurrency_limit: int | None = 16,
+) -> gr.Blocks:
+    """The chat app as Gradio Blocks, answering with `client` (default: from the environment); not started."""
+    import gradio as gr
+
+    client = client or PaliGemmaClient()
+    handlers = _Handlers(client)
+    app = gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 6 * 3600))
+    with app:
+        # gr.State deep-copies this per browser tab: each tab gets a fresh, empty session.
+        session = gr.State(ChatSession(), delete_callback=_close_session)
+        gr.Markdown(f"## {escape_markdown(title)}\nEndpoint: {code_span(client.base_url)}")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=300):
+                image = gr.Image(
+                    label="Image (upload or paste)",
+                    type="filepath",
+                    sources=["upload", "clipboard"],
+                    height=360,
+                    elem_id="image",
+                )
+                task = gr.Dropdown(
+                    [(spec.label, name) for name, spec in TASKS.items()], value="caption", label="Task", elem_id="task"
+                )
+                lang = gr.Dropdown(
+                    list(LANGUAGES), value="en", label="Language", allow_custom_value=True, elem_id="lang"
+                )
+                text = gr.Textbox(label="Text", visible=False, max_lines=1, elem_id="text")
+                run = gr.Button("Run", variant="primary", elem_id="run")
+            with gr.Column(scale=3, min_width=400):
+                chat = gr.Chatbot(
+                    label="Conversation",
+                    elem_id="chat",
+                    height="70vh",
+                    min_height=480,
+                    latex_delimiters=[],
+                    allow_tags=False,
+                    feedback_options=None,
+                    buttons=["copy", "copy_all"],
+                    placeholder="Upload or paste an image, pick a task, press Run.",
+                )
+                with gr.Accordion("Structured result", open=False):
+                    structured = gr.JSON(show_label=False, open=True, elem_id="structured")
+                with gr.Accordion("Raw model text", open=False):
+                    raw = gr.Textbox(show_label=False, interactive=False, lines=2, elem_id="raw", buttons=["copy"])
+
+        # The image arrives unprocessed: our loader reports a damaged file in the conversation.
+        image.change(handlers.on_image, [image, session], [chat, session], preprocess=False, api_visibility="private")
+        chat.clear(handlers.on_clear, session, session, api_visibility="private")
+        task.change(_task_controls, task, [lang, text], queue=False, api_visibility="private")
+        run_inputs = [image, task, lang, text, session]
+        run_outputs = [chat, session, structured, raw]
+        for trigger in (run.click, text.submit):
+            trigger(
+                handlers.on_run,
+                run_inputs,
+                run_outputs,
+                preprocess=False,
+                concurrency_limit=concurrency_limit,
+                concurrency_id="run",
+                api_visibility="private",
+            )
+    return app
+
+
+def launch(
+    client: PaliGemmaClient | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    quiet: bool = False,
+) -> gr.Blocks:
+    """Build and start the app on http://host:port; with `block=False` return at once (stop it with `.close()`)."""
+    import gradio as gr
+
+    client = client or PaliGemmaClient()
+    app = build_app(client)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # the SDK's connections belong to the server's event loop, which ends here
+            await client.aclose()
+
+    # System fonts: the page must not wait for a font host it may not reach.
+    theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        theme=theme,
+        footer_links=["settings"],
+        run_history=False,  # uploads stay on the server, not in the browser's storage
+        app_kwargs={"lifespan": lifespan},
+    )
+    return app

@@ -1,0 +1,41 @@
+"""Location tokens written out for people: `cat at (29, 39)-(264, 156) px` (with an en dash).
+
+The served endpoint returns PaliGemma's answer as it is (`<loc0123>` tokens included:
+clients that parse need them, and vLLM stays vLLM). For text-only chat front ends,
+where `<loc..>` reads as noise or disappears as an unknown HTML tag, this renders an
+answer readable, in pixels of the image. See docs/chat-apps.md.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tools.models import Detections, Segment, Segments
+from tools.parsing import parse_detections, parse_segments
+
+EN_DASH = "\u2013"
+_LOC = re.compile(r"<loc\d{4}>")
+_SEG = re.compile(r"<seg\d{3}>")
+
+
+def object_lines(result: Detections | Segments) -> list[str]:
+    """One line per object: label, box corners in whole pixels, and mask area when decoded."""
+    lines = []
+    for obj in result.objects:
+        x0, y0, x1, y1 = (f"{v:.0f}" for v in obj.box.xyxy)
+        line = f"{obj.label} at ({x0}, {y0}){EN_DASH}({x1}, {y1}) px"
+        if isinstance(obj, Segment) and obj.area_px is not None:
+            line += f", mask {obj.area_px:,} px²"
+        lines.append(line)
+    return lines
+
+
+def readable_answer(text: str, *, width: int, height: int) -> str:
+    """`text` with its located objects written out; text without location tokens is returned as is."""
+    if not _LOC.search(text):
+        return text
+    parse = parse_segments if _SEG.search(text) else parse_detections
+    result = parse(text, width=width, height=height)
+    lines = object_lines(result) or ["no objects"]
+    lines += [f"(not read: {issue.reason})" for issue in result.issues if issue.text]
+    return "; ".join(lines)
