@@ -1,6 +1,6 @@
 """Time the numpy VQ-VAE mask decoder against PyTorch, and pasting + outlining, per mask.
 
-Run from the repository root: `.venv/bin/python benchmarks/mask_decode.py`. It uses random
+Run from the repository root: `.venv/bin/python -m benchmarks.mask_decode`. It uses random
 weights of the real vae-oid.npz layout (tests/vae_fixture.py), so no download is needed;
 speed does not depend on the weights' values. Times are medians of repeats after a warmup.
 """
@@ -8,16 +8,12 @@ speed does not depend on the weights' values. Times are medians of repeats after
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-# `tests` is not an installed package: make the repository root importable when run as a script.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.vae_fixture import random_vae_arrays, write_random_vae_npz
 from tools.masks import mask_outline, paste_mask

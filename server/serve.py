@@ -113,8 +113,8 @@ def usage_banner(command: VllmCommand, device: str) -> str:
             "  image = 'data:image/jpeg;base64,' + base64.b64encode(open('photo.jpg', 'rb').read()).decode()",
             f"  reply = client.chat.completions.create(model={model!r}, max_tokens=64, messages=[",
             "      {'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': image}},",
-            "                                   {'type': 'text', 'text': 'detect cat'}]}])",
-            "  print(reply.choices[0].message.content)  # e.g. <loc0204><loc0321><loc0780><loc0702> cat",
+            "                                   {'type': 'text', 'text': 'detect person'}]}])",
+            "  print(reply.choices[0].message.content)  # e.g. <loc0199><loc0152><loc1021><loc0744> person",
             "",
             "Press Ctrl-C to stop the server and every process it started.",
         ]
