@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from clients.chat_app import code_span, describe_objects, launch
+from clients.chat_app import launch
+from clients.chat_turns import code_span, describe_objects
 from server.process import free_port
 from tests.conftest import TinyServer
 from tests.images import gradient_image

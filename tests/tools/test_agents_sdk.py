@@ -17,8 +17,7 @@ from agents.tool_context import ToolContext
 from PIL import Image
 
 import tools
-from tests.conftest import TinyServer
-from tests.images import gradient_image, png_bytes
+from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1
 from tools.agent_tools import TOOLS
 from tools.agents_sdk import agents_sdk_tools
 from tools.image_store import ImageStore
@@ -26,27 +25,7 @@ from tools.openai_tools import openai_tools
 
 pytestmark = pytest.mark.vllm
 
-ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat ; <loc0500><loc0500><loc1000><loc0900> dog"
-BOXES = [  # ANSWER on the 300x200 image
-    {"x_min": 58.65, "y_min": 19.55, "x_max": 117.3, "y_max": 58.65},
-    {"x_min": 146.63, "y_min": 97.75, "x_max": 263.93, "y_max": 195.5},
-]
-LOCATE = {"image": "img_1", "objects": ["cat", "dog"]}
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def forced_client(tiny_server: TinyServer) -> tools.PaliGemmaClient:
-    return tools.PaliGemmaClient(
-        base_url=tiny_server.base_url, max_retries=0, extra_body={"structured_outputs": {"choice": [ANSWER]}}
-    )
-
-
-@pytest.fixture
-def images() -> ImageStore:
-    store = ImageStore()
-    assert store.add(png_bytes(gradient_image(300, 200))) == "img_1"
-    return store
 
 
 def by_name(function_tools: list[FunctionTool]) -> dict[str, FunctionTool]:
@@ -92,12 +71,12 @@ def test_locate_objects_returns_boxes_and_the_annotated_image(
     forced_client: tools.PaliGemmaClient, images: ImageStore
 ) -> None:
     tool = by_name(agents_sdk_tools(client=forced_client, images=images))["locate_objects"]
-    text, picture = invoke(tool, LOCATE, forced_client)
+    text, picture = invoke(tool, LOCATE_IMG_1, forced_client)
     assert isinstance(text, ToolOutputText) and isinstance(picture, ToolOutputImage)
     payload = json.loads(text.text)
     assert payload["image_width"] == 300 and payload["image_height"] == 200
     assert [o["label"] for o in payload["objects"]] == ["cat", "dog"]
-    assert [o["box"] for o in payload["objects"]] == BOXES
+    assert [o["box"] for o in payload["objects"]] == DETECTION_BOXES
     assert picture.image_url is not None
     drawn = decode_png(picture.image_url)
     assert drawn.width == 300 and drawn.height > 200  # the legend band below
@@ -107,9 +86,9 @@ def test_without_annotated_image_the_output_is_the_json_text(
     forced_client: tools.PaliGemmaClient, images: ImageStore
 ) -> None:
     tool = by_name(agents_sdk_tools(client=forced_client, images=images, annotated_image=False))["locate_objects"]
-    output = invoke(tool, LOCATE, forced_client)
+    output = invoke(tool, LOCATE_IMG_1, forced_client)
     assert isinstance(output, str)
-    assert [o["box"] for o in json.loads(output)["objects"]] == BOXES
+    assert [o["box"] for o in json.loads(output)["objects"]] == DETECTION_BOXES
 
 
 def test_a_run_sends_the_boxes_and_the_picture_back_to_the_model(
@@ -117,7 +96,7 @@ def test_a_run_sends_the_boxes_and_the_picture_back_to_the_model(
 ) -> None:
     # A scripted model (the SDK's own test double) calls the tool, then answers: no LLM, no network.
     model = ScriptedModel(
-        [[function_call("locate_objects", LOCATE, call_id="call_7")], [assistant_message("A cat and a dog.")]]
+        [[function_call("locate_objects", LOCATE_IMG_1, call_id="call_7")], [assistant_message("A cat and a dog.")]]
     )
     # `[*...]`: Agent wants list[Tool], and list is invariant
     agent = Agent(name="vision", model=model, tools=[*agents_sdk_tools(client=forced_client, images=images)])
@@ -128,7 +107,7 @@ def test_a_run_sends_the_boxes_and_the_picture_back_to_the_model(
     (item,) = [i for i in second_call.input if isinstance(i, dict) and i.get("type") == "function_call_output"]
     assert item["call_id"] == "call_7"
     text, picture = item["output"]
-    assert text["type"] == "input_text" and [o["box"] for o in json.loads(text["text"])["objects"]] == BOXES
+    assert text["type"] == "input_text" and [o["box"] for o in json.loads(text["text"])["objects"]] == DETECTION_BOXES
     assert picture["type"] == "input_image" and decode_png(picture["image_url"]).width == 300
 
 

@@ -14,12 +14,9 @@ from openai.types.responses import ResponseFunctionToolCall
 from PIL import Image
 
 import tools
-from tests.conftest import TinyServer
-from tests.images import data_uri, gradient_image, png_bytes
+from tests.images import data_uri, gradient_image
 from tools.dispatch import run_tool_call
 from tools.image_store import ImageStore
-
-ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat ; <loc0500><loc0500><loc1000><loc0900> dog"
 
 
 def chat_call(name: str, arguments: Any, call_id: str = "call_1") -> ChatCompletionMessageFunctionToolCall:
@@ -33,20 +30,6 @@ def responses_call(name: str, arguments: Any, call_id: str = "fc_1") -> Response
     return ResponseFunctionToolCall.model_validate(
         {"type": "function_call", "call_id": call_id, "name": name, "arguments": json.dumps(arguments)}
     )
-
-
-@pytest.fixture(scope="module")
-def forced_client(tiny_server: TinyServer) -> tools.PaliGemmaClient:
-    return tools.PaliGemmaClient(
-        base_url=tiny_server.base_url, max_retries=0, extra_body={"structured_outputs": {"choice": [ANSWER]}}
-    )
-
-
-@pytest.fixture
-def images() -> ImageStore:
-    store = ImageStore()
-    store.add(png_bytes(gradient_image(300, 200)))
-    return store
 
 
 @pytest.mark.vllm

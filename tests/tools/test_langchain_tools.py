@@ -14,8 +14,7 @@ from langchain_core.tools import StructuredTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 import tools
-from tests.conftest import TinyServer
-from tests.images import gradient_image, png_bytes
+from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1
 from tools.agent_tools import TOOLS_BY_NAME
 from tools.image_store import ImageStore
 from tools.langchain_tools import langchain_tools
@@ -23,27 +22,7 @@ from tools.openai_tools import openai_tools
 
 pytestmark = pytest.mark.vllm
 
-ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat ; <loc0500><loc0500><loc1000><loc0900> dog"
-BOXES = [  # ANSWER on the 300x200 image
-    {"x_min": 58.65, "y_min": 19.55, "x_max": 117.3, "y_max": 58.65},
-    {"x_min": 146.63, "y_min": 97.75, "x_max": 263.93, "y_max": 195.5},
-]
-LOCATE = {"image": "img_1", "objects": ["cat", "dog"]}
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def forced_client(tiny_server: TinyServer) -> tools.PaliGemmaClient:
-    return tools.PaliGemmaClient(
-        base_url=tiny_server.base_url, max_retries=0, extra_body={"structured_outputs": {"choice": [ANSWER]}}
-    )
-
-
-@pytest.fixture
-def images() -> ImageStore:
-    store = ImageStore()
-    assert store.add(png_bytes(gradient_image(300, 200))) == "img_1"
-    return store
 
 
 def run(awaitable: Awaitable[T], client: tools.PaliGemmaClient) -> T:
@@ -90,10 +69,10 @@ def test_one_structured_tool_per_tool_with_the_openai_schema() -> None:
 
 def test_invoke_returns_the_json_text(forced_client: tools.PaliGemmaClient, images: ImageStore) -> None:
     tool = by_name(langchain_tools(client=forced_client, images=images))["locate_objects"]
-    payload = json.loads(tool.invoke(LOCATE))
+    payload = json.loads(tool.invoke(LOCATE_IMG_1))
     assert payload["image_width"] == 300 and payload["image_height"] == 200
     assert [o["label"] for o in payload["objects"]] == ["cat", "dog"]
-    assert [o["box"] for o in payload["objects"]] == BOXES
+    assert [o["box"] for o in payload["objects"]] == DETECTION_BOXES
     assert "raw_text" not in payload  # compact for the LLM
 
 
@@ -101,22 +80,23 @@ def test_tool_call_gives_a_message_with_the_typed_result(
     forced_client: tools.PaliGemmaClient, images: ImageStore
 ) -> None:
     tool = by_name(langchain_tools(client=forced_client, images=images))["locate_objects"]
-    message = tool.invoke(tool_call("locate_objects", LOCATE, call_id="call_3"))
+    message = tool.invoke(tool_call("locate_objects", LOCATE_IMG_1, call_id="call_3"))
     assert isinstance(message, ToolMessage)
     assert message.tool_call_id == "call_3" and message.status == "success"
-    assert [o["box"] for o in json.loads(message.text)["objects"]] == BOXES
+    assert [o["box"] for o in json.loads(message.text)["objects"]] == DETECTION_BOXES
     assert isinstance(message.artifact, tools.Detections)
-    assert [d.box.model_dump() for d in message.artifact.objects] == [pytest.approx(box, abs=0.005) for box in BOXES]
+    expected = [pytest.approx(box, abs=0.005) for box in DETECTION_BOXES]
+    assert [d.box.model_dump() for d in message.artifact.objects] == expected
 
 
 def test_ainvoke_runs_the_async_path(forced_client: tools.PaliGemmaClient, images: ImageStore) -> None:
     tool = by_name(langchain_tools(client=forced_client, images=images))["locate_objects"]
 
     async def both() -> tuple[Any, Any]:
-        return await tool.ainvoke(LOCATE), await tool.ainvoke(tool_call("locate_objects", LOCATE))
+        return await tool.ainvoke(LOCATE_IMG_1), await tool.ainvoke(tool_call("locate_objects", LOCATE_IMG_1))
 
     text, message = run(both(), forced_client)
-    assert [o["box"] for o in json.loads(text)["objects"]] == BOXES
+    assert [o["box"] for o in json.loads(text)["objects"]] == DETECTION_BOXES
     assert isinstance(message, ToolMessage) and isinstance(message.artifact, tools.Detections)
 
 
