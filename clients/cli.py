@@ -52,7 +52,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (e.g. one per node)")
     p.add_argument("--data-parallel-size", type=int, default=1, help="model copies inside one vLLM server")
     p.add_argument("--distributed-executor-backend", choices=["mp", "ray"], help="ray for several nodes")
-    p.add_argument("--kv-cache-gib", type=float, help="CPU only: KV cache size (default 4, tiny model 1)")
+    p.add_argument(
+        "--eager",
+        action=argparse.BooleanOptionalAction,
+        help="skip torch.compile: starts in about half the time (default: on CPU yes, on GPU no)",
+    )
+    p.add_argument("--kv-cache-gib", type=int, help="CPU only: KV cache size in whole GiB (default 4, tiny model 1)")
     p.add_argument(
         "--api-key", default=os.environ.get("PALIGEMMA_API_KEY"), help="require this key (env PALIGEMMA_API_KEY)"
     )
@@ -82,6 +87,7 @@ def _serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
         data_parallel_size=args.data_parallel_size,
         distributed_executor_backend=args.distributed_executor_backend,
         kv_cache_gib=args.kv_cache_gib,
+        eager=args.eager,
         api_key=args.api_key,
         vllm_args=tuple(vllm_args),
     )

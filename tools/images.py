@@ -304,22 +304,31 @@ class EncodedImage:
 
 
 def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX) -> EncodedImage:
-    """A data URI of the image: the original file when it needs no change, else a JPEG,
-    downscaled so its shorter side is `min_side_px` when it is larger.
+    """A data URI of the image: downscaled so its shorter side is `min_side_px` when it is larger
+    (as a JPEG), otherwise, or when the downscaled JPEG would be larger, the original file
+    when it can be sent untouched, else a JPEG of the image.
 
     Its longer side is also kept within JPEG's 65,500 px, whatever that does to the shorter one.
     """
     image = loaded.image
     scale = max(min_side_px / image.width, min_side_px / image.height)
     scale = min(scale, _JPEG_MAX_SIDE_PX / max(image.size))
-    if scale >= 1.0 and loaded.original is not None and loaded.original_mime is not None:
-        payload = base64.b64encode(loaded.original).decode("ascii")  # no re-encoding loss, often smaller
-        return EncodedImage(f"data:{loaded.original_mime};base64,{payload}", image.width, image.height)
+    original = None
+    if loaded.original is not None and loaded.original_mime is not None and max(image.size) <= _JPEG_MAX_SIDE_PX:
+        original = EncodedImage(_data_uri(loaded.original_mime, loaded.original), image.width, image.height)
+        if scale >= 1.0:
+            return original  # no re-encoding loss, often smaller
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     buffer = io.BytesIO()
     # 4:4:4 chroma keeps the edges of small text that OCR reads.
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    payload = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return EncodedImage(f"data:image/jpeg;base64,{payload}", image.width, image.height)
+    encoded = EncodedImage(_data_uri("image/jpeg", buffer.getvalue()), image.width, image.height)
+    if original is not None and original.bytes_sent <= encoded.bytes_sent:
+        return original  # a modest downscale of a well-compressed file can come out larger
+    return encoded
+
+
+def _data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

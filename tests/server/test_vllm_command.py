@@ -57,11 +57,21 @@ def test_presets_get_the_settings_that_fit(
     assert flag(command, "--tensor-parallel-size") == tensor_parallel
     assert flag(command, "--dtype") == dtype
     assert flag(command, "--max-model-len") == str(PRESETS[preset].max_model_len)
+    assert ("--enforce-eager" in command.argv) is (hardware.device == "cpu")  # CPU starts eager
     if hardware.device == "cuda":
         assert command.argv[:2] == ("vllm", "serve")
-        assert "--enforce-eager" not in command.argv and command.env == {}
+        assert command.env == {}
     else:
         assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "4"
+
+
+@pytest.mark.parametrize(("eager", "expected"), [(None, True), (False, False), (True, True)])
+def test_cpu_starts_eager_unless_told_otherwise(
+    tiny_model_dir: Path, eager: bool | None, expected: bool
+) -> None:
+    options = ServeOptions(model=str(tiny_model_dir), eager=eager)
+    command = build_command(options, resolve(str(tiny_model_dir)), CPU)
+    assert ("--enforce-eager" in command.argv) is expected
 
 
 def test_a_preset_too_large_for_the_gpus_is_an_error_that_says_what_to_do() -> None:
