@@ -66,9 +66,7 @@ def test_presets_get_the_settings_that_fit(
 
 
 @pytest.mark.parametrize(("eager", "expected"), [(None, True), (False, False), (True, True)])
-def test_cpu_starts_eager_unless_told_otherwise(
-    tiny_model_dir: Path, eager: bool | None, expected: bool
-) -> None:
+def test_cpu_starts_eager_unless_told_otherwise(tiny_model_dir: Path, eager: bool | None, expected: bool) -> None:
     options = ServeOptions(model=str(tiny_model_dir), eager=eager)
     command = build_command(options, resolve(str(tiny_model_dir)), CPU)
     assert ("--enforce-eager" in command.argv) is expected
