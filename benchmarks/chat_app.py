@@ -26,19 +26,9 @@ from clients.chat_app import launch
 from server import serve
 from server.process import free_port
 from server.vllm_command import ServeOptions
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tools import PaliGemmaClient, locate_objects
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OBJECTS = "cat ; eye ; nose"
 # Boxes placed by hand on scikit-image's photo of a cat (451 x 300), PaliGemma's y-first order.
 ANSWER = (
@@ -102,7 +92,7 @@ def main() -> None:
             app = launch(client, port=port, block=False, quiet=True)
             try:
                 with sync_playwright() as playwright:
-                    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     open_chat(page, f"http://127.0.0.1:{port}/", image)
                     for i in range(args.warmup):

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import io
 import random
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import psutil
 from PIL import Image
 
 from benchmarks.common import data_uri, photo_like, print_table, tiny_model
+from tests.mcp_http import mcp_http_server
 
 PROBE = """
 import resource, sys, time
@@ -215,15 +215,9 @@ def load_rows() -> list[list[str]]:
             before = tree_rss_mib(server.pid)
             errors, seconds = asyncio.run(load(the_plan.command.base_url, 200))
             after_calls = tree_rss_mib(server.pid)
-            port = free_port()
-            command = [sys.executable, "-m", "clients.cli", "mcp", "--transport", "http", "--port", str(port),
-                       "--base-url", the_plan.command.base_url, "--no-annotated-images"]  # fmt: skip
-            with subprocess.Popen(command, stderr=subprocess.DEVNULL) as mcp:
-                while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-                    time.sleep(0.2)
-                mcp_errors = asyncio.run(mcp_load(f"http://127.0.0.1:{port}/mcp", 50))
-                mcp_rss = psutil.Process(mcp.pid).memory_info().rss / 2**20
-                mcp.terminate()
+            with mcp_http_server(the_plan.command.base_url, "--no-annotated-images") as (url, mcp_pid):
+                mcp_errors = asyncio.run(mcp_load(url, 50))
+                mcp_rss = psutil.Process(mcp_pid).memory_info().rss / 2**20
     return [
         [
             "200 concurrent tool calls (client limit 32)",

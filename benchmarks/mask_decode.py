@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.torch_vae import torch_decoder
 from tests.vae_fixture import random_vae_arrays, write_random_vae_npz
 from tools.masks import mask_outline, paste_mask
 from tools.vae_decoder import VaeDecoder
@@ -34,30 +35,6 @@ def median_seconds(function: Callable[[], object], *, warmup_s: float = 0.5, rep
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def torch_decoder(arrays: dict[str, np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """The same layers with PyTorch's conv ops (imported only here: the tools never import torch)."""
-    import torch
-    import torch.nn.functional as F
-
-    w = {name: torch.from_numpy(value) for name, value in arrays.items()}
-
-    def decode(codes: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = w["_vq_vae._embedding"][torch.from_numpy(codes)].reshape(-1, 4, 4, 512).permute(0, 3, 1, 2)
-            x = F.relu(F.conv2d(x, w["decoder.0.weight"], w["decoder.0.bias"]))
-            for block in ("decoder.2.net", "decoder.3.net"):
-                h = F.relu(F.conv2d(x, w[f"{block}.0.weight"], w[f"{block}.0.bias"], padding=1))
-                h = F.relu(F.conv2d(h, w[f"{block}.2.weight"], w[f"{block}.2.bias"], padding=1))
-                x = F.conv2d(h, w[f"{block}.4.weight"], w[f"{block}.4.bias"]) + x
-            for index in (4, 6, 8, 10):
-                x = F.conv_transpose2d(x, w[f"decoder.{index}.weight"], w[f"decoder.{index}.bias"], stride=2, padding=1)
-                x = F.relu(x)
-            result: np.ndarray = F.conv2d(x, w["decoder.12.weight"], w["decoder.12.bias"])[:, 0].numpy()
-            return result
-
-    return decode
 
 
 def smooth_mask64() -> np.ndarray:

@@ -19,6 +19,7 @@ from server import serve
 from server.process import free_port
 from server.tiny_model import build_tiny_model, is_tiny_model
 from server.vllm_command import ServeOptions
+from tools.vae_checkpoint import default_cache_dir
 
 if TYPE_CHECKING:
     import tools
@@ -26,14 +27,9 @@ if TYPE_CHECKING:
 SAMPLE_PHOTO = "chelsea.png"  # a cat, 451 x 300, shipped inside scikit-image's wheel
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "paligemma-tools"
-
-
 def tiny_model_dir() -> Path:
     """The tiny checkpoint in the user cache, built on first use."""
-    directory = cache_dir() / "tiny-paligemma2"
+    directory = default_cache_dir() / "tiny-paligemma2"
     if not is_tiny_model(directory):
         print(f"Building the tiny random-weight PaliGemma 2 in {directory} ...", flush=True)
         build_tiny_model(directory)
@@ -124,7 +120,7 @@ def run_demo(
     photo = image or sample_photo()
     options = ServeOptions(model=location, port=port or free_port())
     the_plan = serve.plan(options, device=device)
-    log_path = cache_dir() / "logs" / f"demo-serve-{options.port}.log"
+    log_path = default_cache_dir() / "logs" / f"demo-serve-{options.port}.log"
     print(f"Starting vLLM ({the_plan.hardware.device}) for {location} (log: {log_path}) ...", flush=True)
     started = time.monotonic()
     with serve.running(the_plan, echo=False, log_path=log_path) as server:

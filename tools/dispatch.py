@@ -115,6 +115,14 @@ def _failure(name: str, message: str) -> Outcome:
     return Outcome({"error": message, "tool": name}, error=message)
 
 
+def _raised(name: str, error: Exception) -> Outcome:
+    """Our errors carry their message for the LLM; anything else is a bug: logged with its traceback."""
+    if isinstance(error, PaliGemmaError):
+        return _failure(name, str(error))
+    logger.error("tool %s failed unexpectedly", name, exc_info=error)
+    return _failure(name, f"internal error in {name}: {type(error).__name__}: {error}")
+
+
 def _success(arguments: _Arguments, result: ToolResult, loaded: LoadedImage, annotated: bool) -> Outcome:
     include_masks = isinstance(arguments, SegmentObjectsArguments) and bool(arguments.include_masks)
     png = None
@@ -143,11 +151,8 @@ def run_tool(
     spec, args, loaded = prepared
     try:
         result = spec.run(args, loaded, client or default_client())
-    except PaliGemmaError as e:
-        return _failure(name, str(e))
-    except Exception as e:  # a bug must not kill the agent loop: report it, log the traceback
-        logger.exception("tool %s failed unexpectedly", name)
-        return _failure(name, f"internal error in {name}: {type(e).__name__}: {e}")
+    except Exception as e:  # a bug must not kill the agent loop either
+        return _raised(name, e)
     return _success(args, result, loaded, annotated_image)
 
 
@@ -167,11 +172,8 @@ async def arun_tool(
     spec, args, loaded = prepared
     try:
         result = await spec.arun(args, loaded, client or default_client())
-    except PaliGemmaError as e:
-        return _failure(name, str(e))
-    except Exception as e:  # see run_tool
-        logger.exception("tool %s failed unexpectedly", name)
-        return _failure(name, f"internal error in {name}: {type(e).__name__}: {e}")
+    except Exception as e:  # a bug must not kill the agent loop either
+        return _raised(name, e)
     return await asyncio.to_thread(_success, args, result, loaded, annotated_image)
 
 

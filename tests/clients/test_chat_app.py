@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from clients.chat_app import launch
 from clients.chat_turns import code_span, describe_objects
 from server.process import free_port
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import TinyServer
 from tests.images import gradient_image
 from tests.vae_fixture import write_random_vae_npz
@@ -29,17 +30,6 @@ from tools.annotate import PALETTE
 
 pytestmark = [pytest.mark.vllm, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ANSWER_TIMEOUT_MS = 60_000  # the first request compiles vLLM's structured-output grammar
 WIDTH, HEIGHT = 300, 200
 # A box from x 100/1023, y 200/1023 to x 900/1023, y 800/1023 of the image (PaliGemma writes y first).
@@ -66,7 +56,7 @@ def running_app(client: PaliGemmaClient) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        pytest.fail("Debian's chromium is not installed: scripts/test.sh installs it (apt-get install chromium)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium

@@ -3,6 +3,10 @@ an image store holding one 300x200 image as `img_1`."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import pytest
 
 import tools
@@ -33,3 +37,18 @@ def images() -> ImageStore:
     store = ImageStore()
     assert store.add(png_bytes(gradient_image(300, 200))) == "img_1"
     return store
+
+
+T = TypeVar("T")
+
+
+def run(awaitable: Awaitable[T], client: tools.PaliGemmaClient) -> T:
+    """Run `awaitable` in a fresh event loop, closing that loop's endpoint connections after it."""
+
+    async def main() -> T:
+        try:
+            return await awaitable
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 import sys
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from agents import Agent, FunctionTool, RunConfig, RunContextWrapper, Runner, ToolOutputImage, ToolOutputText
@@ -17,7 +15,7 @@ from agents.tool_context import ToolContext
 from PIL import Image
 
 import tools
-from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1
+from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1, run
 from tools.agent_tools import TOOLS
 from tools.agents_sdk import agents_sdk_tools
 from tools.image_store import ImageStore
@@ -25,21 +23,9 @@ from tools.openai_tools import openai_tools
 
 pytestmark = pytest.mark.vllm
 
-T = TypeVar("T")
-
 
 def by_name(function_tools: list[FunctionTool]) -> dict[str, FunctionTool]:
     return {tool.name: tool for tool in function_tools}
-
-
-def run(awaitable: Awaitable[T], client: tools.PaliGemmaClient) -> T:
-    async def main() -> T:
-        try:
-            return await awaitable
-        finally:
-            await client.aclose()  # this event loop's connections close with it
-
-    return asyncio.run(main())
 
 
 def invoke(tool: FunctionTool, arguments: Any, client: tools.PaliGemmaClient, call_id: str = "call_1") -> Any:

@@ -676,7 +676,7 @@ class Certificates:
 
 def _certificates(tmp_path: Path, name: str) -> Certificates:
     """A throwaway CA and a server certificate for `name` only (not for 127.0.0.1), signed by it."""
-    x509 = pytest.importorskip("cryptography.x509", reason="cryptography makes the test certificates")
+    from cryptography import x509  # a dev dependency: makes the test certificates
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID

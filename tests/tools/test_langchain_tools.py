@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from langchain_core.messages import ToolMessage
@@ -14,25 +12,13 @@ from langchain_core.tools import StructuredTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 import tools
-from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1
+from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1, run
 from tools.agent_tools import TOOLS_BY_NAME
 from tools.image_store import ImageStore
 from tools.langchain_tools import langchain_tools
 from tools.openai_tools import openai_tools
 
 pytestmark = pytest.mark.vllm
-
-T = TypeVar("T")
-
-
-def run(awaitable: Awaitable[T], client: tools.PaliGemmaClient) -> T:
-    async def main() -> T:
-        try:
-            return await awaitable
-        finally:
-            await client.aclose()  # this event loop's connections close with it
-
-    return asyncio.run(main())
 
 
 def by_name(structured_tools: list[StructuredTool]) -> dict[str, StructuredTool]:

@@ -4,9 +4,6 @@ tiny server complete with zero errors, the concurrency limit holds, memory stays
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,10 +14,10 @@ import pytest
 from mcp import Client
 
 import tools
-from server.process import free_port
 from tests.conftest import TinyServer
 from tests.fault_proxy import FaultProxy
 from tests.images import data_uri, gradient_image
+from tests.mcp_http import mcp_http_server
 
 pytestmark = pytest.mark.vllm
 ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat"
@@ -62,21 +59,8 @@ def test_200_concurrent_tool_calls(tiny_server: TinyServer) -> None:
 
 @pytest.fixture
 def http_mcp(tiny_server: TinyServer) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    command = [sys.executable, "-m", "clients.cli", "mcp", "--transport", "http", "--port", str(port),
-               "--base-url", tiny_server.base_url, "--no-annotated-images"]  # fmt: skip
-    with subprocess.Popen(command, stderr=subprocess.DEVNULL) as process:
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/mcp", process.pid
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with mcp_http_server(tiny_server.base_url, "--no-annotated-images") as running:
+        yield running
 
 
 def test_50_concurrent_mcp_clients(http_mcp: tuple[str, int]) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,9 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 import tools
-from server.process import free_port
 from tests.conftest import TinyServer
 from tests.images import data_uri, gradient_image, png_bytes
+from tests.mcp_http import mcp_http_server
 from tools.agent_tools import TOOLS
 from tools.mcp_server import McpSettings, build_server
 
@@ -138,20 +135,8 @@ def test_stdio_session_against_paligemma_mcp(tiny_server: TinyServer) -> None:
 
 @pytest.fixture
 def http_mcp(tiny_server: TinyServer) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "clients.cli", "mcp", "--transport", "http", "--port", str(port)]
-    with subprocess.Popen([*command, "--base-url", tiny_server.base_url], stderr=subprocess.PIPE) as process:
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with mcp_http_server(tiny_server.base_url) as (url, _):
+        yield url
 
 
 def test_streamable_http_session(http_mcp: str) -> None:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
+from tests.torch_vae import torch_decoder
 from tests.vae_fixture import random_vae_arrays, vae_layout, write_random_vae_npz
 from tools.errors import CheckpointError, InvalidInputError
 from tools.vae_decoder import VAE_OID_SIZE, VaeDecoder
@@ -23,24 +22,6 @@ def npz_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def decoder(npz_path: Path) -> VaeDecoder:
     return VaeDecoder.from_npz(npz_path)
-
-
-def torch_decode(arrays: dict[str, np.ndarray], codes: np.ndarray) -> np.ndarray:
-    """big_vision's decoder written with PyTorch's own conv ops on the stored (PyTorch-layout) weights."""
-    w = {name: torch.from_numpy(value) for name, value in arrays.items()}
-    x = w["_vq_vae._embedding"][torch.from_numpy(codes.astype(np.int64))]  # (N, 16, 512)
-    x = x.reshape(-1, 4, 4, 512).permute(0, 3, 1, 2)  # code i at row i // 4, column i % 4
-    x = F.relu(F.conv2d(x, w["decoder.0.weight"], w["decoder.0.bias"]))
-    for block in ("decoder.2.net", "decoder.3.net"):
-        h = F.relu(F.conv2d(x, w[f"{block}.0.weight"], w[f"{block}.0.bias"], padding=1))
-        h = F.relu(F.conv2d(h, w[f"{block}.2.weight"], w[f"{block}.2.bias"], padding=1))
-        x = F.conv2d(h, w[f"{block}.4.weight"], w[f"{block}.4.bias"]) + x
-    for index in (4, 6, 8, 10):
-        x = F.conv_transpose2d(x, w[f"decoder.{index}.weight"], w[f"decoder.{index}.bias"], stride=2, padding=1)
-        x = F.relu(x)
-    x = F.conv2d(x, w["decoder.12.weight"], w["decoder.12.bias"])
-    result: np.ndarray = x[:, 0].numpy()
-    return result
 
 
 def test_fixture_has_the_published_file_size(npz_path: Path) -> None:
@@ -58,7 +39,7 @@ def test_fixture_has_the_published_file_size(npz_path: Path) -> None:
 )
 def test_decode_matches_torch(decoder: VaeDecoder, batch: int, seed: int) -> None:
     codes = np.random.default_rng(seed).integers(0, 128, size=(batch, 16))
-    expected = torch_decode(random_vae_arrays(0), codes)
+    expected = torch_decoder(random_vae_arrays(0))(codes)
     got = decoder.decode(codes)
     assert got.shape == (batch, 64, 64)
     assert got.dtype == np.float32
@@ -83,7 +64,7 @@ def test_decode_accepts_lists_and_empty_batches(decoder: VaeDecoder) -> None:
 def test_encoder_arrays_are_not_needed() -> None:
     arrays = {k: v for k, v in random_vae_arrays(0).items() if not k.startswith("encoder.")}
     codes = np.arange(16)[None]
-    np.testing.assert_allclose(VaeDecoder(arrays).decode(codes), torch_decode(arrays, codes), atol=1e-4)
+    np.testing.assert_allclose(VaeDecoder(arrays).decode(codes), torch_decoder(arrays)(codes), atol=1e-4)
 
 
 @pytest.mark.parametrize(
