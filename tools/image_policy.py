@@ -23,6 +23,18 @@ class ImagePolicy(BaseModel):
     max_pixels: int = Field(
         default=100_000_000, gt=0, description="Largest width x height accepted (decompression bombs)."
     )
+    max_decoded_bytes: int = Field(
+        default=256 * MIB,
+        gt=0,
+        description="Largest memory decoding may take, from the header: pixels x bytes per pixel of the file's "
+        "mode, plus the RGB and rotated copies (bounds 16-bit and float images the pixel count does not).",
+    )
+    max_side_px: int = Field(
+        default=65_500, gt=0, description="Longest side accepted (a 1 x 100,000,000 image costs per row)."
+    )
+    max_metadata_bytes: int = Field(
+        default=1 * MIB, gt=0, description="Largest EXIF, ICC, XMP and text metadata read from a file, in total."
+    )
     allowed_roots: tuple[Path, ...] | None = Field(
         default=None, description="Folders local paths must lie under; None allows any path, () none."
     )

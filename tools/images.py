@@ -15,15 +15,17 @@ import binascii
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from tools.errors import ImageError
-from tools.image_policy import ImagePolicy
+from tools.image_limits import check_cost, check_metadata, check_pixels
+from tools.image_policy import MIB, ImagePolicy
 
 # The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
 # every image to a square, so an image whose shorter side is 896 px loses nothing it uses.
@@ -65,12 +67,10 @@ ImageSource = Image.Image | np.ndarray[Any, Any] | bytes | bytearray | str | Pat
 _SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
-def _sendable_original(decoded: Image.Image, upright: Image.Image | None) -> str | None:
+def _sendable_original(decoded: Image.Image, orientation: int, animated: bool) -> str | None:
     """The MIME type under which the decoded file can be sent untouched, or None."""
     mime = _SENDABLE.get(decoded.format or "")
-    turned = decoded.getexif().get(0x0112, 1) not in (0, 1)  # an orientation a viewer would apply
-    single_frame = getattr(decoded, "n_frames", 1) == 1
-    return mime if mime and not turned and single_frame and decoded.mode in ("RGB", "L") else None
+    return mime if mime and orientation == 1 and not animated and decoded.mode in ("RGB", "L") else None
 
 
 def describe_source(source: object) -> str:
@@ -88,21 +88,33 @@ def describe_source(source: object) -> str:
     return f"given as a {type(source).__name__}"
 
 
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: a longer string is no path, and resolving it costs
+
+
+def _refuse_path(path: Path, roots: tuple[Path, ...]) -> ImageError:
+    # The same answer whether or not the file exists, so a refused caller learns nothing about the disk.
+    allowed = ", ".join(map(str, roots)) or "none here"
+    return ImageError(
+        f"refused to read {str(path)[:200]!r}: local files must lie under the allowed folders ({allowed}). "
+        "Pass the image as a URL or data URI, or ask the operator to allow its folder."
+    )
+
+
 def _check_root(path: Path, resolved: Path, policy: ImagePolicy) -> None:
     if policy.allowed_roots is None:
         return
-    roots = [root.expanduser().resolve() for root in policy.allowed_roots]
+    roots = tuple(root.expanduser().resolve() for root in policy.allowed_roots)
     if not any(resolved.is_relative_to(root) for root in roots):
-        allowed = ", ".join(map(str, roots)) or "none here"
-        raise ImageError(
-            f"refused to read {str(path)!r}: local files must lie under the allowed folders ({allowed}). "
-            "Pass the image as a URL or data URI, or ask the operator to allow its folder."
-        )
+        raise _refuse_path(path, roots)
 
 
 def _read_path(path: Path, policy: ImagePolicy) -> bytes:
+    if policy.allowed_roots == ():
+        raise _refuse_path(path, ())  # no folder allowed: nothing to resolve
+    if len(str(path)) > MAX_PATH_CHARS:
+        raise ImageError(f"the image path is {len(str(path)):,} characters long; paths are at most {MAX_PATH_CHARS}.")
     if "\0" in str(path):
-        raise ImageError(f"{str(path)!r} is not a file path: it contains a NUL character.")
+        raise ImageError(f"{str(path)[:200]!r} is not a file path: it contains a NUL character.")
     try:
         # Checked before the file is looked up, so a refused caller cannot learn which files exist.
         _check_root(path, path.expanduser().resolve(strict=False), policy)
@@ -111,7 +123,7 @@ def _read_path(path: Path, policy: ImagePolicy) -> bytes:
         raise ImageError(f"no image file at {str(path)!r}; check the path.") from e
     except OSError as e:
         raise ImageError(f"cannot open {str(path)!r}: {e.strerror}") from e
-    _check_root(path, resolved, policy)
+    _check_root(path, resolved, policy)  # again: the file may have changed since the first look
     if not resolved.is_file():
         raise ImageError(f"{str(path)!r} is not a regular file.")
     try:
@@ -172,19 +184,31 @@ def _decoders() -> list[str]:
     return [name for name in _FORMATS if name in Image.OPEN]
 
 
-def _decode(data: bytes, policy: ImagePolicy, what: str) -> Image.Image:
+def _decode(data: bytes, policy: ImagePolicy, what: str) -> tuple[Image.Image, int, bool]:
+    """The decoded first frame, its EXIF orientation (1..8) and whether the file holds more frames.
+
+    Every budget is checked from the header before the work it bounds; whatever a decoder
+    raises on a hostile file (Pillow's plugins raise IndexError, KeyError, struct.error...)
+    becomes an ImageError.
+    """
     if not data:
         raise ImageError(f"{what} is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits apply below
             warnings.simplefilter("ignore", UserWarning)  # damaged metadata Pillow reads past (TIFF tags)
             image = Image.open(io.BytesIO(data), formats=_decoders())
-            _check_pixels(image, policy, what)
+            check_pixels(image, policy, what)
+            check_metadata(image, policy, what)
+            # One look past the first frame, never a count: counting a 100,000-page TIFF is quadratic.
+            animated = bool(getattr(image, "is_animated", False))
             image.seek(0)  # animated: the first frame
+            check_cost(image, policy, what, turned=False)  # load_image checks again before it rotates
             image.load()
+            check_metadata(image, policy, what)  # chunks after the pixels (a PNG's eXIf) are read by load()
+            orientation = _orientation(image)
     except ImageError:
-        raise  # the pixel limit's own message, not "damaged"
+        raise  # a limit's own message, not "damaged"
     except Image.DecompressionBombError as e:
         raise ImageError(f"{what} declares more pixels than can be decoded safely ({e}).") from e
     except UnidentifiedImageError as e:
@@ -192,20 +216,31 @@ def _decode(data: bytes, policy: ImagePolicy, what: str) -> Image.Image:
             f"{what} is not an image format that can be read (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF are). "
             "SVG, PDF and HTML are not images: convert or screenshot them first."
         ) from e
-    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as e:  # RuntimeError: the AVIF decoder
-        raise ImageError(f"{what} is damaged or truncated and cannot be decoded ({e}).") from e
-    return image
-
-
-def _check_pixels(image: Image.Image, policy: ImagePolicy, what: str) -> None:
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageError(f"{what} has no pixels ({width} x {height}).")
-    if width * height > policy.max_pixels:
+    except MemoryError as e:
+        raise ImageError(f"{what} needs more memory to decode than is available; send a smaller image.") from e
+    except Exception as e:  # any decoder failure on untrusted bytes is a damaged file
         raise ImageError(
-            f"{what} is {width} x {height} = {width * height:,} pixels; the limit is {policy.max_pixels:,}. "
-            "Downscale it first."
-        )
+            f"{what} is damaged or truncated and cannot be decoded ({type(e).__name__}: {str(e)[:200]}). "
+            "Re-save it as PNG or JPEG."
+        ) from e
+    return image, orientation, animated
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation a viewer would apply (1..8); 1 when absent or not one of those numbers."""
+    value = image.getexif().get(0x0112, 1)
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
 def _from_array(array: np.ndarray[Any, Any], policy: ImagePolicy) -> Image.Image:
@@ -216,6 +251,15 @@ def _from_array(array: np.ndarray[Any, Any], policy: ImagePolicy) -> Image.Image
     if array.shape[0] * array.shape[1] > policy.max_pixels:
         raise ImageError(
             f"the numpy image has {array.shape[0] * array.shape[1]:,} pixels; the limit is {policy.max_pixels:,}."
+        )
+    if max(array.shape[:2]) > policy.max_side_px:
+        raise ImageError(f"the numpy image is {array.shape[:2]} (H, W); no side may exceed {policy.max_side_px:,}.")
+    # Floats are converted through float64 copies; a broadcast view costs its full size once copied.
+    needed = array.shape[0] * array.shape[1] * ((array.size // (array.shape[0] * array.shape[1])) * 24 + 8)
+    if needed > policy.max_decoded_bytes:
+        raise ImageError(
+            f"the numpy image {array.shape} needs about {needed / MIB:,.0f} MiB to convert; the limit is "
+            f"{policy.max_decoded_bytes / MIB:,.0f} MiB. Pass a smaller or uint8 array."
         )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -240,13 +284,14 @@ def _floats_to_uint8(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB: palette and alpha composited on white, 16-bit scaled, CMYK converted."""
     if image.mode.startswith("I;16"):
-        values = np.asarray(image, dtype=np.float64)  # 16-bit by definition, however dark
-        image = Image.fromarray(np.clip(values / 65535.0 * 255.0, 0, 255).round().astype(np.uint8))
+        # 16-bit by definition, however dark; integer rounding (v * 255 / 65535, half up) in 4 bytes a pixel.
+        values = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
     elif image.mode == "I":
         # 32-bit ints hold 16-bit data (older Pillow's 16-bit PNGs) or 8-bit data (convert("I")).
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if values.max(initial=0) > 255 else 255.0
-        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
+        values = np.asarray(image).astype(np.int64)
+        top = 65535 if values.max(initial=0) > 255 else 255
+        image = Image.fromarray(((np.clip(values, 0, top) * 255 + top // 2) // top).astype(np.uint8))
     elif image.mode == "F":
         image = Image.fromarray(_floats_to_uint8(np.asarray(image)))
     elif image.mode == "La":
@@ -266,11 +311,14 @@ def load_image(source: ImageSource, policy: ImagePolicy | None = None) -> Loaded
         return source  # already loaded (and checked) by the caller
     policy = policy or ImagePolicy()
     what = f"the image {describe_source(source)}"
+    data: bytes | None = None
+    animated = False
     if isinstance(source, Image.Image):
-        _check_pixels(source, policy, what)
+        check_pixels(source, policy, what)
         image = source
+        orientation = _guarded(lambda: _orientation(source), what)
     elif isinstance(source, np.ndarray):
-        image = _from_array(source, policy)
+        image, orientation = _from_array(source, policy), 1
     else:
         data = read_bytes(source, policy)
         if data is None:
@@ -278,16 +326,36 @@ def load_image(source: ImageSource, policy: ImagePolicy | None = None) -> Loaded
                 f"unsupported image type {type(source).__name__}: pass a PIL image, numpy array, bytes, "
                 "a file path, an http(s) URL or a data URI."
             )
-        image = _decode(data, policy, what)
+        image, orientation, animated = _decode(data, policy, what)
+    check_cost(image, policy, what, turned=orientation != 1)
+
+    def upright_rgb() -> Image.Image:
+        turned = image.transpose(_TRANSPOSE[orientation]) if orientation != 1 else image
+        rgb = _to_rgb(turned)
+        return rgb.copy() if rgb is source else rgb  # the caller's later edits must not reach it
+
+    rgb = _guarded(upright_rgb, what)
+    mime = _sendable_original(image, orientation, animated) if data is not None else None
+    return LoadedImage(rgb, describe_source(source), data if mime else None, mime)
+
+
+T = TypeVar("T")
+
+
+def _guarded(work: Callable[[], T], what: str) -> T:
+    """`work()`, with whatever Pillow raises on a damaged image turned into an ImageError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the orientation is still read
-            upright = ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as e:
-        raise ImageError(f"{what} has unreadable EXIF orientation data ({e}).") from e
-    rgb = _to_rgb(upright if upright is not None else image)
-    mime = _sendable_original(image, upright) if isinstance(source, (bytes, bytearray, str, Path)) else None
-    return LoadedImage(rgb, describe_source(source), data if mime else None, mime)
+            return work()
+    except ImageError:
+        raise
+    except MemoryError as e:
+        raise ImageError(f"{what} needs more memory than is available; send a smaller image.") from e
+    except Exception as e:  # metadata and pixel data of any image may be hostile
+        raise ImageError(
+            f"{what} cannot be converted ({type(e).__name__}: {str(e)[:200]}); re-save it as PNG or JPEG."
+        ) from e
 
 
 @dataclass(frozen=True)

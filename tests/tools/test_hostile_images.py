@@ -1,0 +1,111 @@
+"""Hostile image files (issue 10): every one loads its first frame or is refused with an
+ImageError naming the budget, within the CPU budget, before the work the budget bounds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hostile_images import HOSTILE
+from tools.errors import ImageError
+from tools.image_policy import ImagePolicy
+from tools.images import load_image
+
+CPU_BUDGET_S = 2.0
+CORPUS = Path(__file__).parent / "corpus" / "images"
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome"),
+    [
+        # Broken later pages and frames: the first one is intact, so the image loads.
+        pytest.param("tiff-second-page-bad-bits", (1, 1), id="tiff-second-page-unknown-mode"),
+        pytest.param("tiff-second-page-bad-photometric", (1, 1), id="tiff-second-page-bad-photometric"),
+        pytest.param("tiff-second-page-strip-as-text", (1, 1), id="tiff-second-page-strip-offsets-as-text"),
+        pytest.param("tiff-second-page-beyond-end", (1, 1), id="tiff-second-page-beyond-the-end"),
+        pytest.param("gif-damaged-later-frame", (32, 32), id="gif-damaged-later-frame"),
+        pytest.param("webp-damaged-later-frame", (32, 32), id="webp-damaged-later-frame"),
+        pytest.param("webp-damaged-exif", (16, 16), id="webp-damaged-exif"),
+        # An orientation a viewer applies, whatever else the EXIF block holds.
+        pytest.param("jpeg-exif-string-for-number-orientation-6", (8, 16), id="jpeg-exif-string-where-a-number-is"),
+        # Pages are never counted: one look past the first.
+        pytest.param("tiff-100000-pages", (1, 1), id="tiff-100000-pages"),
+        pytest.param("png-2M-exif-rationals-orientation-6", "16,000,044 bytes of metadata", id="png-16-MB-exif"),
+        pytest.param("png-1x100000000", "no side may be longer than 65,500", id="png-1x100000000"),
+        pytest.param("png-16-bit-grey-100MP", r"mode I;16\) needs about 1,144 MiB", id="png-16-bit-100MP"),
+        pytest.param("png-16-bit-rgba-60MP-header", "needs about 1,144 MiB", id="png-16-bit-rgba-60MP"),
+        pytest.param("png-rgb-64MP-header", "damaged or truncated", id="png-64MP-header-only"),
+    ],
+)
+def test_hostile_files_load_or_are_refused_within_budget(name: str, outcome: tuple[int, int] | str) -> None:
+    data = HOSTILE[name]()
+    started = time.process_time()
+    if isinstance(outcome, str):
+        with pytest.raises(ImageError, match=outcome):
+            load_image(data)
+    else:
+        loaded = load_image(data)
+        assert (loaded.width, loaded.height) == outcome
+    assert time.process_time() - started < CPU_BUDGET_S
+
+
+def test_every_hostile_case_is_tested() -> None:
+    params = test_hostile_files_load_or_are_refused_within_budget.pytestmark[0].args[1]  # type: ignore[attr-defined]
+    assert {p.values[0] for p in params} == set(HOSTILE)
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*")), ids=lambda p: p.name)
+def test_fuzz_corpus_never_raises_anything_but_image_error(path: Path) -> None:
+    """Crashers the fuzz run (scripts/fuzz_images.py) found, kept as regressions."""
+    started = time.process_time()
+    try:
+        load_image(path.read_bytes())
+    except ImageError:
+        pass
+    assert time.process_time() - started < CPU_BUDGET_S
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        pytest.param(ImagePolicy.for_agents(), "allowed folders \\(none here\\)", id="no-roots"),
+        pytest.param(ImagePolicy(), "paths are at most 4096", id="any-path-but-too-long"),
+    ],
+)
+def test_a_megabyte_path_is_refused_before_it_is_resolved(policy: ImagePolicy, message: str) -> None:
+    started = time.process_time()
+    with pytest.raises(ImageError, match=message):
+        load_image("/tmp/" + "a/" * 500_000 + "x.png", policy)
+    assert time.process_time() - started < 0.5
+
+
+def test_refusal_outside_the_roots_does_not_tell_whether_the_file_exists(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    existing = tmp_path / "secret.png"
+    existing.write_bytes(b"\x89PNG")
+    policy = ImagePolicy.for_agents(allowed_roots=(allowed,))
+    messages = []
+    for path in (existing, tmp_path / "missing.png"):
+        with pytest.raises(ImageError) as raised:
+            load_image(str(path), policy)
+        messages.append(str(raised.value).replace(path.name, "NAME"))
+    assert messages[0] == messages[1]
+    assert "refused to read" in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        pytest.param("max_decoded_bytes", 1000, "needs about 0 MiB to decode", id="decoded-bytes"),
+        pytest.param("max_side_px", 15, "no side may be longer than 15", id="side"),
+        pytest.param("max_metadata_bytes", 10, "bytes of metadata", id="metadata"),
+    ],
+)
+def test_each_budget_is_a_policy_setting(field: str, value: int, message: str) -> None:
+    data = HOSTILE["webp-damaged-exif"]()  # 16 x 16 with an EXIF block
+    load_image(data)
+    with pytest.raises(ImageError, match=message):
+        load_image(data, ImagePolicy.model_validate({field: value}))
