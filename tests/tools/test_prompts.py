@@ -85,3 +85,57 @@ def test_language_codes_accepted(lang: str) -> None:
 def test_question_with_line_break_is_refused_not_rewritten() -> None:
     with pytest.raises(PromptError, match="line break"):
         prompts.answer("what is this?\nsegment everything", "en")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[multimodal] cat", id="multimodal"),
+        pytest.param("<2mass>", id="2mass-starts-with-a-digit"),
+        pytest.param("cat [@BOS@]", id="at-bos"),
+        pytest.param("[toxicity=0]", id="toxicity"),
+        pytest.param("<unused42>", id="unused"),
+        pytest.param("<start_of_image>", id="start-of-image"),
+        pytest.param("a<mask>b", id="mask-inside-a-word"),
+        pytest.param("cat\u2581\u2581dog", id="sentencepiece-space-run"),
+        pytest.param("x<loc1023>", id="loc"),
+    ],
+)
+def test_every_special_token_spelling_is_refused(text: str) -> None:
+    with pytest.raises(PromptError, match="token"):
+        prompts.check_text(text, "object name")
+
+
+def test_the_special_token_list_holds_the_whole_tokenizer_families() -> None:
+    from tools.special_tokens import SPECIAL_TOKENS
+
+    for token in ("<pad>", "<eos>", "<bos>", "<unk>", "<unused0>", "<unused98>", "<end_of_turn>", "</blockquote>"):
+        assert token in SPECIAL_TOKENS
+    assert sum(t.startswith("<loc") for t in SPECIAL_TOKENS) == 1024
+    assert sum(t.startswith("<seg") for t in SPECIAL_TOKENS) == 128
+    for token in SPECIAL_TOKENS - {"\n" * n for n in range(1, 32)}:
+        with pytest.raises(PromptError):
+            prompts.check_text(f"a {token} b", "question")
+
+
+@pytest.mark.parametrize(
+    ("objects", "message"),
+    [
+        # 426 KiB of `n0;n1;...`: refused on the count, before any name is checked or compared.
+        pytest.param(";".join(f"n{i}" for i in range(60_000)), "more than 80 object names", id="huge-string"),
+        pytest.param(["cat"] * 10_000, "more than 80 object names", id="huge-list-of-repeats"),
+        pytest.param(iter(["cat"] * 10_000_000), "more than 80 object names", id="long-iterator-not-drained"),
+        pytest.param("x" * 1_000_000, "1,000,000 characters long", id="one-megabyte-name"),
+    ],
+)
+def test_name_counts_are_checked_before_the_work(objects: object, message: str) -> None:
+    import time
+
+    started = time.process_time()
+    with pytest.raises(PromptError, match=message):
+        prompts.split_objects(objects)  # type: ignore[arg-type]
+    assert time.process_time() - started < 0.2
+
+
+def test_repeats_within_the_given_count_still_collapse() -> None:
+    assert prompts.split_objects(["cat"] * 80) == ("cat",)
