@@ -57,8 +57,8 @@ def check_text(text: str, what: str, limit: int = MAX_TEXT_CHARS) -> str:
         raise PromptError(f"{what} {text!r} contains control or format characters; remove them.")
     if special := _SPECIAL.search(stripped):
         raise PromptError(
-            f"{what} {text!r} contains {special.group()!r}, a control token of PaliGemma's tokenizer (a special token). "
-            "Describe the object or question in plain words."
+            f"{what} {text!r} contains {special.group()!r}, a control token of PaliGemma's tokenizer "
+            "(a special token). Describe the object or question in plain words."
         )
     cleaned = " ".join(stripped.split())  # tabs and runs of spaces become one space
     if tag := _TAG.search(cleaned):

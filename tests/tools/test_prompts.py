@@ -122,7 +122,9 @@ def test_the_special_token_list_holds_the_whole_tokenizer_families() -> None:
     ("objects", "message"),
     [
         # 426 KiB of `n0;n1;...`: refused on the count, before any name is checked or compared.
-        pytest.param(";".join(f"n{i}" for i in range(60_000)), "more than 80 object names", id="huge-string"),
+        pytest.param(";".join(f"n{i}" for i in range(60_000)), "characters long", id="huge-string"),
+        pytest.param(";".join(f"n{i}" for i in range(81)), "more than 80 object names", id="81-names-in-a-string"),
+        pytest.param(["cat;dog"] * 41, "more than 80 object names", id="82-names-in-a-list"),
         pytest.param(["cat"] * 10_000, "more than 80 object names", id="huge-list-of-repeats"),
         pytest.param(iter(["cat"] * 10_000_000), "more than 80 object names", id="long-iterator-not-drained"),
         pytest.param("x" * 1_000_000, "1,000,000 characters long", id="one-megabyte-name"),
