@@ -3,12 +3,15 @@
 An answer is objects joined by " ; ", each `<loc>`x4 [`<seg>`x16] label. What parses is
 returned; every part that does not (a truncated group, a missing label, an empty box,
 stray text) is reported as a ParseIssue with the text concerned. Nothing is raised for a
-malformed answer unless `strict=True` asks for it.
+malformed answer unless `strict=True` asks for it. A box with codes but no label (big_vision
+treats the label as optional) is kept: labelled with the one object asked for, if one was,
+else left empty, and a ParseIssue says so. Parsing is linear in the answer's length.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -35,6 +38,8 @@ _TOKENS = re.compile(
 
 Mode = Literal["detect", "segment"]
 ISSUE_EXCERPT_CHARS = 120  # the raw answer stays whole in `raw_text`
+# Full-size masks take a byte per image pixel each: past this total, masks are left undecoded.
+MAX_MASK_BYTES = 256 * 1024 * 1024
 
 
 def _excerpt(text: str) -> str:
@@ -50,7 +55,8 @@ class _Group:
     end: int = 0
     locs: list[int] = field(default_factory=list)
     segs: list[int] = field(default_factory=list)
-    label: str = ""
+    label_parts: list[str] = field(default_factory=list)  # joined once: `+=` on an attribute is quadratic
+    has_label: bool = False
     malformed: list[str] = field(default_factory=list)
 
 
@@ -71,7 +77,7 @@ def _groups(text: str) -> list[_Group]:
         if kind == "sep":
             current = None
             continue
-        starts_new_box = kind == "loc" and current is not None and (current.label.strip() or current.segs)
+        starts_new_box = kind == "loc" and current is not None and (current.has_label or current.segs)
         if current is None or starts_new_box:
             if kind == "text" and not match.group().strip():
                 continue  # whitespace between objects
@@ -85,13 +91,14 @@ def _groups(text: str) -> list[_Group]:
         elif kind == "bad":
             current.malformed.append(match.group())
         else:
-            current.label += match.group()
+            current.label_parts.append(match.group())
+            current.has_label = current.has_label or not match.group().isspace()
     return groups
 
 
-def _check(group: _Group, mode: Mode, width: int, height: int) -> _Parsed | str:
+def _check(group: _Group, mode: Mode, width: int, height: int, asked: Sequence[str]) -> _Parsed | str:
     """The parsed object, or the reason it is not one."""
-    label = " ".join(group.label.split())
+    label = " ".join("".join(group.label_parts).split())
     if group.malformed:
         return f"malformed token(s) {', '.join(group.malformed)}"
     if not group.locs:
@@ -107,7 +114,7 @@ def _check(group: _Group, mode: Mode, width: int, height: int) -> _Parsed | str:
     if any(c > MAX_SEG_CODE for c in group.segs):
         return f"segmentation code out of range 0..{MAX_SEG_CODE}"
     if not label:
-        return "box without a label"
+        label = asked[0] if len(asked) == 1 else ""
     y_min, x_min, y_max, x_max = group.locs
     if y_max <= y_min or x_max <= x_min:
         return "empty box (max edge not beyond min edge)"
@@ -115,17 +122,29 @@ def _check(group: _Group, mode: Mode, width: int, height: int) -> _Parsed | str:
     return _Parsed(label, bins, geometry.bins_to_xyxy(bins, width=width, height=height), tuple(group.segs))
 
 
-def _parse(text: str, mode: Mode, width: int, height: int, strict: bool) -> tuple[list[_Parsed], list[ParseIssue]]:
+def _missing_label(label: str) -> str:
+    if label:
+        return f"no label after the codes: labelled {label!r}, the one object asked for"
+    return "no label after the codes: kept without a label (several or no objects were asked for)"
+
+
+def _parse(
+    text: str, mode: Mode, width: int, height: int, strict: bool, asked: Sequence[str] | None
+) -> tuple[list[_Parsed], list[ParseIssue]]:
     if width < 1 or height < 1:
         raise InvalidInputError(f"image width and height must be positive, got {width} x {height}")
+    names = [] if asked is None else [asked] if isinstance(asked, str) else list(asked)
     parsed: list[_Parsed] = []
     issues: list[ParseIssue] = []
     for group in _groups(text):
-        outcome = _check(group, mode, width, height)
+        outcome = _check(group, mode, width, height, names)
+        excerpt = _excerpt(text[group.start : group.end])
         if isinstance(outcome, str):
-            issues.append(ParseIssue(text=_excerpt(text[group.start : group.end]), reason=outcome))
-        else:
-            parsed.append(outcome)
+            issues.append(ParseIssue(text=excerpt, reason=outcome))
+            continue
+        if not group.has_label:
+            issues.append(ParseIssue(text=excerpt, reason=_missing_label(outcome.label)))
+        parsed.append(outcome)
     if strict and issues:
         details = "; ".join(f"{i.reason}: {i.text!r}" for i in issues)
         raise OutputParseError(f"the answer did not fully parse ({details}); raw answer: {text!r}")
@@ -138,18 +157,28 @@ def _box(p: _Parsed) -> Box:
 
 
 def parse_detections(
-    text: str, *, width: int, height: int, prompt: str = "", model: str = "", strict: bool = False
+    text: str,
+    *,
+    width: int,
+    height: int,
+    prompt: str = "",
+    model: str = "",
+    strict: bool = False,
+    objects: Sequence[str] | None = None,
 ) -> Detections:
-    """Boxes in pixels of a `width` x `height` image from a `detect ...` answer."""
-    parsed, issues = _parse(text, "detect", width, height, strict)
-    objects = tuple(Detection(label=p.label, box=_box(p), loc_bins=p.bins) for p in parsed)
+    """Boxes in pixels of a `width` x `height` image from a `detect ...` answer.
+
+    `objects` are the names asked for: a box without a label takes the name when there was one.
+    """
+    parsed, issues = _parse(text, "detect", width, height, strict, objects)
+    found = tuple(Detection(label=p.label, box=_box(p), loc_bins=p.bins) for p in parsed)
     return Detections(
         image_width=width,
         image_height=height,
         prompt=prompt,
         model=model,
         raw_text=text,
-        objects=objects,
+        objects=found,
         issues=tuple(issues),
     )
 
@@ -164,16 +193,26 @@ def parse_segments(
     model: str = "",
     strict: bool = False,
     missing_decoder_note: str | None = None,
+    objects: Sequence[str] | None = None,
 ) -> Segments:
-    """Boxes and mask codes from a `segment ...` answer; masks too when `decoder` is given."""
-    parsed, issues = _parse(text, "segment", width, height, strict)
+    """Boxes and mask codes from a `segment ...` answer; masks too when `decoder` is given.
+
+    `objects` are the names asked for: a box without a label takes the name when there was one.
+    At most MAX_MASK_BYTES of full-size masks are decoded; the objects past it keep box and codes.
+    """
+    parsed, issues = _parse(text, "segment", width, height, strict, objects)
     pasted: list[np.ndarray | None] = [None] * len(parsed)
     if decoder is not None and parsed:
-        masks64 = decoder.decode(np.array([p.codes for p in parsed], dtype=np.int64))
-        pasted = [masks.paste_mask(m, p.xyxy, width=width, height=height) for m, p in zip(masks64, parsed, strict=True)]
+        fit = max(1, MAX_MASK_BYTES // (width * height))
+        if len(parsed) > fit:
+            issues.append(ParseIssue(text="", reason=f"masks decoded for the first {fit} objects only (memory limit)"))
+        masks64 = decoder.decode(np.array([p.codes for p in parsed[:fit]], dtype=np.int64))
+        pasted[:fit] = [
+            masks.paste_mask(m, p.xyxy, width=width, height=height) for m, p in zip(masks64, parsed[:fit], strict=True)
+        ]
     elif decoder is None and parsed and missing_decoder_note:
         issues.append(ParseIssue(text="", reason=missing_decoder_note))
-    objects = tuple(
+    found = tuple(
         Segment(label=p.label, box=_box(p), loc_bins=p.bins, codes=p.codes, mask=m)
         for p, m in zip(parsed, pasted, strict=True)
     )
@@ -183,7 +222,7 @@ def parse_segments(
         prompt=prompt,
         model=model,
         raw_text=text,
-        objects=objects,
+        objects=found,
         issues=tuple(issues),
         masks_decoded=decoder is not None,
     )

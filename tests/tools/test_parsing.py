@@ -98,9 +98,9 @@ DETECTIONS = [
         "<loc0010><loc0010><loc0500><loc0500>",
         1023,
         1023,
-        [],
-        ["box without a label"],
-        id="missing-label",
+        [("", (10.0, 10.0, 500.0, 500.0))],
+        ["no label after the codes: kept without a label (several or no objects were asked for)"],
+        id="missing-label-kept-unlabelled",
     ),
     pytest.param(
         "<loc0500><loc0010><loc0100><loc0500> cat",
@@ -240,3 +240,42 @@ def test_issue_text_is_an_excerpt_and_raw_text_stays_whole() -> None:
     assert issue.reason == "200 location tokens where a box has 4"
     assert issue.text.startswith("<loc0077>" * 13) and issue.text.endswith("(+1680 characters)")
     assert result.raw_text == text
+
+
+@pytest.mark.parametrize(
+    ("asked", "label", "reason"),
+    [
+        pytest.param(["cow"], "cow", "labelled 'cow', the one object asked for", id="one-name-asked"),
+        pytest.param("cow", "cow", "labelled 'cow', the one object asked for", id="one-name-as-a-string"),
+        pytest.param(["cow", "dog"], "", "kept without a label", id="two-names-asked"),
+        pytest.param(None, "", "kept without a label", id="names-not-given"),
+    ],
+)
+def test_segment_without_a_label_keeps_its_box_and_codes(asked: list[str] | None, label: str, reason: str) -> None:
+    # `segment cow`, answered with box and codes but no label: big_vision treats the label as optional.
+    text = f"<loc0010><loc0010><loc0500><loc0500>{SEGS_A}"
+    result = parse_segments(text, width=1023, height=1023, objects=asked)
+    (segment,) = result.objects
+    assert (segment.label, segment.codes) == (label, tuple(range(16)))
+    assert segment.box.xyxy == pytest.approx((10.0, 10.0, 500.0, 500.0), abs=0.01)
+    (issue,) = result.issues
+    assert reason in issue.reason and issue.text.startswith(text[:100])
+    detections = parse_detections("<loc0010><loc0010><loc0500><loc0500> ; ", width=10, height=10, objects=asked)
+    assert [d.label for d in detections.objects] == [label]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("<" * 200_000, id="run-of-less-than"),
+        pytest.param("<loc" * 50_000, id="run-of-loc-prefixes"),
+        pytest.param("<loc0001> cat " * 20_000, id="many-short-groups"),
+        pytest.param("x" * 1_000_000, id="a-megabyte-of-label"),
+    ],
+)
+def test_parsing_is_linear(text: str) -> None:
+    import time
+
+    started = time.process_time()
+    parse_detections(text, width=100, height=100)
+    assert time.process_time() - started < 2.0
