@@ -9,15 +9,18 @@ the error mapping; each keeps its own concurrency limit.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from tools import endpoint_limits
 from tools.errors import (
     CheckpointError,
     EndpointError,
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from tools.vae_decoder import VaeDecoder
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+# The clients whose concurrency slot this call chain holds: the dispatcher and the tool functions
+# take one slot around decoding and the request, and nested uses (threads included) share it.
+_HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("paligemma_slots", default=frozenset())
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,11 @@ def _endpoint_error(error: openai.OpenAIError, base_url: str) -> EndpointError:
     """Map an OpenAI SDK error to ours, with what to do about it."""
     import openai
 
+    bound = endpoint_limits.cause(error)
+    if bound is not None:
+        return _bound_error(bound, base_url)
     if isinstance(error, openai.APITimeoutError):
-        return EndpointTimeoutError(
-            f"the PaliGemma endpoint at {base_url} did not answer in time; it may be overloaded. "
-            "Retry later or raise the client's timeout."
-        )
+        return _timeout(base_url)
     if isinstance(error, openai.APIConnectionError):
         return EndpointUnavailableError(
             f"cannot connect to the PaliGemma endpoint at {base_url} ({error.__cause__ or error}). "
@@ -73,6 +79,24 @@ def _endpoint_error(error: openai.OpenAIError, base_url: str) -> EndpointError:
             )
         return EndpointRequestError(f"the PaliGemma endpoint refused the request (HTTP {error.status_code}): {detail}")
     return EndpointRequestError(f"the PaliGemma endpoint call failed: {error}")
+
+
+def _bound_error(
+    bound: endpoint_limits.ResponseTooLarge | endpoint_limits.DeadlinePassed, base_url: str
+) -> EndpointError:
+    if isinstance(bound, endpoint_limits.ResponseTooLarge):
+        return EndpointRequestError(
+            f"the endpoint at {base_url} answered with too much data ({bound}); it is not a PaliGemma answer. "
+            "Check PALIGEMMA_BASE_URL."
+        )
+    return _timeout(base_url)
+
+
+def _timeout(base_url: str) -> EndpointTimeoutError:
+    return EndpointTimeoutError(
+        f"the PaliGemma endpoint at {base_url} did not answer in time; it may be overloaded. "
+        "Retry later or raise the client's timeout."
+    )
 
 
 def _status_detail(error: openai.APIStatusError) -> str:
@@ -96,6 +120,7 @@ class PaliGemmaClient:
         timeout_s: float = 60.0,
         max_retries: int = 2,
         max_concurrency: int = 8,
+        max_response_bytes: int = endpoint_limits.MAX_RESPONSE_BYTES,
         image_policy: ImagePolicy | None = None,
         send_min_side_px: int = SEND_MIN_SIDE_PX,
         vae_path: str | Path | None = None,
@@ -110,6 +135,7 @@ class PaliGemmaClient:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
+        self.max_response_bytes = max_response_bytes
         self.image_policy = image_policy or ImagePolicy()
         self.send_min_side_px = send_min_side_px
         self.vae_path = vae_path
@@ -141,7 +167,8 @@ class PaliGemmaClient:
 
         with self._lock:
             if self._sync is None:
-                self._sync = openai.OpenAI(**self._sdk_options())
+                http = openai.DefaultHttpxClient(event_hooks=endpoint_limits.sync_hooks())
+                self._sync = openai.OpenAI(**self._sdk_options(), http_client=http)
             return self._sync
 
     def _async_client(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
@@ -151,9 +178,40 @@ class PaliGemmaClient:
         with self._lock:
             entry = self._async.get(loop)
             if entry is None:
-                entry = (openai.AsyncOpenAI(**self._sdk_options()), asyncio.Semaphore(self.max_concurrency))
+                http = openai.DefaultAsyncHttpxClient(event_hooks=endpoint_limits.async_hooks())
+                sdk = openai.AsyncOpenAI(**self._sdk_options(), http_client=http)
+                entry = (sdk, asyncio.Semaphore(self.max_concurrency))
                 self._async[loop] = entry
             return entry
+
+    @contextmanager
+    def limit(self) -> Iterator[None]:
+        """Hold one of the `max_concurrency` slots (threads); nested uses in the same call chain share it."""
+        held = _HELD.get()
+        if id(self) in held:
+            yield
+            return
+        with self._sync_slots:
+            token = _HELD.set(held | {id(self)})
+            try:
+                yield
+            finally:
+                _HELD.reset(token)
+
+    @asynccontextmanager
+    async def alimit(self) -> AsyncIterator[None]:
+        """The async `limit`: one of `max_concurrency` slots per event loop, shared by nested uses."""
+        held = _HELD.get()
+        if id(self) in held:
+            yield
+            return
+        _, slots = self._async_client()
+        async with slots:
+            token = _HELD.set(held | {id(self)})
+            try:
+                yield
+            finally:
+                _HELD.reset(token)
 
     def close(self) -> None:
         """Close the sync SDK client (async ones close with `aclose`)."""
@@ -251,14 +309,19 @@ class PaliGemmaClient:
         """One greedy chat completion with one image."""
         import openai
 
-        model = self.model()
-        with self._sync_slots:
+        with self.limit():
+            bounds = endpoint_limits.start_call(self.timeout_s, self.max_response_bytes)  # retries included
             try:
+                model = self.model()
                 reply = self._sync_client().chat.completions.create(
                     **self._request(model, image, prompt, max_tokens, extra_body)
                 )
             except openai.OpenAIError as e:
                 raise _endpoint_error(e, self.base_url) from e
+            except (endpoint_limits.ResponseTooLarge, endpoint_limits.DeadlinePassed) as e:
+                raise _bound_error(e, self.base_url) from e
+            finally:
+                endpoint_limits.end_call(bounds)
         return self._completion(reply, model)
 
     async def acomplete(
@@ -267,13 +330,23 @@ class PaliGemmaClient:
         """The async form of `complete`, at most `max_concurrency` at a time per event loop."""
         import openai
 
-        model = await self.amodel()
-        sdk, slots = self._async_client()
-        async with slots:
+        sdk, _ = self._async_client()
+        async with self.alimit():
+            bounds = endpoint_limits.start_call(self.timeout_s, self.max_response_bytes)
             try:
-                reply = await sdk.chat.completions.create(**self._request(model, image, prompt, max_tokens, extra_body))
+                async with asyncio.timeout(self.timeout_s):  # the total, retries included
+                    model = await self.amodel()
+                    reply = await sdk.chat.completions.create(
+                        **self._request(model, image, prompt, max_tokens, extra_body)
+                    )
+            except TimeoutError as e:
+                raise _timeout(self.base_url) from e
             except openai.OpenAIError as e:
                 raise _endpoint_error(e, self.base_url) from e
+            except (endpoint_limits.ResponseTooLarge, endpoint_limits.DeadlinePassed) as e:
+                raise _bound_error(e, self.base_url) from e
+            finally:
+                endpoint_limits.end_call(bounds)
         return self._completion(reply, model)
 
     # --- mask decoder --------------------------------------------------------------------
