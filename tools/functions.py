@@ -61,19 +61,21 @@ def _prepare(image: ImageSource, client: PaliGemmaClient) -> tuple[LoadedImage, 
 
 def _run(task: _Task[R], image: ImageSource, client: PaliGemmaClient | None, extra_body: Mapping[str, Any] | None) -> R:
     client = client or default_client()
-    loaded, encoded = _prepare(image, client)
-    completion = client.complete(encoded, task.prompt, max_tokens=task.max_tokens, extra_body=extra_body)
-    return task.finish(completion, loaded, client)
+    with client.limit():  # decoding counts against the concurrency limit, like the request
+        loaded, encoded = _prepare(image, client)
+        completion = client.complete(encoded, task.prompt, max_tokens=task.max_tokens, extra_body=extra_body)
+        return task.finish(completion, loaded, client)
 
 
 async def _arun(
     task: _Task[R], image: ImageSource, client: PaliGemmaClient | None, extra_body: Mapping[str, Any] | None
 ) -> R:
     client = client or default_client()
-    # Decoding images and masks is CPU work: keep it off the event loop.
-    loaded, encoded = await asyncio.to_thread(_prepare, image, client)
-    completion = await client.acomplete(encoded, task.prompt, max_tokens=task.max_tokens, extra_body=extra_body)
-    return await asyncio.to_thread(task.finish, completion, loaded, client)
+    async with client.alimit():  # decoding counts against the concurrency limit, like the request
+        # Decoding images and masks is CPU work: keep it off the event loop.
+        loaded, encoded = await asyncio.to_thread(_prepare, image, client)
+        completion = await client.acomplete(encoded, task.prompt, max_tokens=task.max_tokens, extra_body=extra_body)
+        return await asyncio.to_thread(task.finish, completion, loaded, client)
 
 
 # --- task definitions ------------------------------------------------------------------------
@@ -122,11 +124,12 @@ def _question_task(answer: str, lang: str) -> _Task[QuestionResult]:
 
 
 def _detect_task(objects: str | Iterable[str]) -> _Task[Detections]:
-    prompt = prompts.detect(prompts.split_objects(objects))
+    names = prompts.split_objects(objects)
+    prompt = prompts.detect(names)
 
     def finish(c: Completion, loaded: LoadedImage, client: PaliGemmaClient) -> Detections:
         common = _common(task, c, loaded)
-        parsed = parsing.parse_detections(c.text, width=loaded.width, height=loaded.height)
+        parsed = parsing.parse_detections(c.text, width=loaded.width, height=loaded.height, objects=names)
         return Detections(**common, objects=parsed.objects, issues=parsed.issues)
 
     task = _Task(prompt, MAX_TOKENS["detect"], finish)
@@ -134,7 +137,8 @@ def _detect_task(objects: str | Iterable[str]) -> _Task[Detections]:
 
 
 def _segment_task(objects: str | Iterable[str], decode_masks: bool) -> _Task[Segments]:
-    prompt = prompts.segment(prompts.split_objects(objects))
+    names = prompts.split_objects(objects)
+    prompt = prompts.segment(names)
 
     def finish(c: Completion, loaded: LoadedImage, client: PaliGemmaClient) -> Segments:
         decoder = client.vae_decoder() if decode_masks else None
@@ -142,7 +146,7 @@ def _segment_task(objects: str | Iterable[str], decode_masks: bool) -> _Task[Seg
         if decode_masks and decoder is None and client.vae_decoder_error is not None:
             note = f"masks not decoded: {client.vae_decoder_error}"
         parsed = parsing.parse_segments(
-            c.text, width=loaded.width, height=loaded.height, decoder=decoder, missing_decoder_note=note
+            c.text, width=loaded.width, height=loaded.height, decoder=decoder, missing_decoder_note=note, objects=names
         )
         return Segments(
             **_common(task, c, loaded),
