@@ -31,13 +31,15 @@ def agents_sdk_tools(
     client: PaliGemmaClient | None = None,
     images: ImageStore | None = None,
     policy: ImagePolicy | None = None,
+    allow_references: bool = False,
     annotated_image: bool = True,
 ) -> list[Tool]:
     """One `agents.FunctionTool` per tool, with the strict schema of its pydantic arguments.
 
     `images` resolves handles such as 'img_1'; `policy` governs URLs and paths the LLM names
-    (default `ImagePolicy.for_agents()`: no local files); `annotated_image` adds the drawn
-    boxes or outlines to the output of locate_objects and segment_objects.
+    (default `ImagePolicy.for_agents()`: no local files); with `images`, only its
+    handles name images unless `allow_references` lets URLs, data URIs and paths through;
+    `annotated_image` adds the drawn boxes or outlines to the output of locate_objects and segment_objects.
     """
     try:
         from agents import FunctionTool
@@ -51,7 +53,7 @@ def agents_sdk_tools(
             name=spec.name,
             description=spec.description,
             params_json_schema=ensure_strict_json_schema(spec.arguments.model_json_schema()),
-            on_invoke_tool=_invoker(spec, client, images, policy, annotated_image),
+            on_invoke_tool=_invoker(spec, client, images, policy, annotated_image, allow_references),
             strict_json_schema=True,
         )
         for spec in TOOLS
@@ -64,12 +66,19 @@ def _invoker(
     images: ImageStore | None,
     policy: ImagePolicy,
     annotated_image: bool,
+    allow_references: bool,
 ) -> Callable[[ToolContext[Any], str], Awaitable[str | list[ToolOutputText | ToolOutputImage]]]:
     from agents import ToolOutputImage, ToolOutputText
 
     async def invoke(context: ToolContext[Any], arguments: str) -> str | list[ToolOutputText | ToolOutputImage]:
         outcome = await arun_tool(
-            spec.name, arguments, client=client, images=images, policy=policy, annotated_image=annotated_image
+            spec.name,
+            arguments,
+            client=client,
+            images=images,
+            policy=policy,
+            annotated_image=annotated_image,
+            allow_references=allow_references,
         )
         if outcome.annotated_png is None:
             return outcome.text

@@ -2,7 +2,10 @@
 
 Takes the call as the OpenAI SDK returns it (Chat Completions `tool_calls[i]` or a Responses
 `function_call` item, as objects or dicts). Unknown tools, bad arguments and failures come
-back as tool results that say what went wrong, so the model can correct itself.
+back as tool results that say what went wrong, so the model can correct itself: any input
+whatsoever gets a result, never an exception, and refused input makes no endpoint request.
+Arguments are bounded (size, JSON depth) before they are parsed. With an `ImageStore`, the
+image argument must name one of its handles unless the caller allows references.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from tools.models import Detections, Segments, ToolResult
 logger = logging.getLogger(__name__)
 API = Literal["chat", "responses"]
 ANNOTATION_MAX_SIDE = 768
+MAX_JSON_DEPTH = 16  # the deepest tool argument is 2 levels; json's recursion would fail near 1,000
+_ARGUMENT_OVERHEAD = 64 * 1024  # room for the other arguments beside an image given as a data URI
 
 
 @dataclass(frozen=True)
@@ -67,33 +72,79 @@ def validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether JSON `text` nests arrays or objects deeper than `limit` (one linear pass, no recursion)."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _check_arguments(arguments_json: str, policy: ImagePolicy) -> str | None:
+    """What is wrong with the arguments' size or shape, checked before they are parsed; None if nothing."""
+    limit = policy.max_bytes * 4 // 3 + _ARGUMENT_OVERHEAD
+    if len(arguments_json) > limit:
+        return (
+            f"the arguments are {len(arguments_json):,} characters; the limit is {limit:,}. "
+            "Name the image by handle or URL."
+        )
+    if _too_deep(arguments_json, MAX_JSON_DEPTH):
+        return f"the arguments nest deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object as the schema says."
+    return None
+
+
 def _prepare(
-    name: str, arguments_json: str, images: ImageStore | None, policy: ImagePolicy
+    name: str, arguments_json: str, images: ImageStore | None, policy: ImagePolicy, references: bool
 ) -> tuple[ToolSpec, _Arguments, LoadedImage] | str:
     """The tool, its validated arguments and its image, or what is wrong with the call."""
     spec = TOOLS_BY_NAME.get(name)
     if spec is None:
-        return f"unknown tool {name!r}; the tools are: {', '.join(TOOLS_BY_NAME)}."
+        return f"unknown tool {name[:100]!r}; the tools are: {', '.join(TOOLS_BY_NAME)}."
+    if problem := _check_arguments(arguments_json, policy):
+        return problem
     try:
         json.loads(arguments_json or "{}")
     except json.JSONDecodeError as e:
         return f"the arguments are not valid JSON ({e.msg} at position {e.pos}); send a JSON object."
+    except (ValueError, RecursionError) as e:  # a number over Python's 4,300-digit limit, ...
+        return f"the arguments cannot be read as JSON ({str(e)[:200]}); send a JSON object as the schema says."
     try:
         arguments = spec.arguments.model_validate_json(arguments_json or "{}")
     except ValidationError as e:
-        return f"invalid arguments for {spec.name}: {validation_message(e)}."
+        return f"invalid arguments for {spec.name}: {validation_message(e)[:2000]}."
     try:
-        return spec, arguments, _resolve_image(arguments.image, images, policy)
+        return spec, arguments, _resolve_image(arguments.image, images, policy, references)
     except ImageError as e:
         return str(e)
 
 
-def _resolve_image(reference: str, images: ImageStore | None, policy: ImagePolicy) -> LoadedImage:
+def _resolve_image(reference: str, images: ImageStore | None, policy: ImagePolicy, references: bool) -> LoadedImage:
     reference = reference.strip()
     if HANDLE.fullmatch(reference):
         if images is None:
             raise ImageError(f"{reference!r} is an image handle, but this host keeps no images; pass a URL instead.")
         return images.get(reference)
+    if images is not None and not references:
+        known = ", ".join(images.handles) or "none yet"
+        raise ImageError(
+            f"the image must be named by its handle in this conversation ({known}); URLs, data URIs and paths "
+            "are not accepted here. Use a handle from the conversation."
+        )
     return load_image(reference, policy)
 
 
@@ -119,8 +170,8 @@ def _raised(name: str, error: Exception) -> Outcome:
     """Our errors carry their message for the LLM; anything else is a bug: logged with its traceback."""
     if isinstance(error, PaliGemmaError):
         return _failure(name, str(error))
-    logger.error("tool %s failed unexpectedly", name, exc_info=error)
-    return _failure(name, f"internal error in {name}: {type(error).__name__}: {error}")
+    logger.error("tool %s failed unexpectedly", name[:100], exc_info=error)
+    return _failure(name, f"internal error in {name[:100]}: {type(error).__name__}: {str(error)[:500]}")
 
 
 def _success(arguments: _Arguments, result: ToolResult, loaded: LoadedImage, annotated: bool) -> Outcome:
@@ -143,17 +194,24 @@ def run_tool(
     images: ImageStore | None = None,
     policy: ImagePolicy | None = None,
     annotated_image: bool = False,
+    allow_references: bool = False,
 ) -> Outcome:
-    """Validate and run one tool by name with JSON arguments; failures become an Outcome with `error`."""
-    prepared = _prepare(name, arguments, images, policy or ImagePolicy.for_agents())
-    if isinstance(prepared, str):
-        return _failure(name, prepared)
-    spec, args, loaded = prepared
+    """Validate and run one tool by name with JSON arguments; failures become an Outcome with `error`.
+
+    With `images`, the image argument must be one of its handles, unless `allow_references`
+    lets URLs, data URIs and paths through too (under `policy`, default: no local files).
+    """
     try:
-        result = spec.run(args, loaded, client or default_client())
+        paligemma = client or default_client()
+        with paligemma.limit():  # the image is decoded inside the client's concurrency limit
+            prepared = _prepare(name, arguments, images, policy or ImagePolicy.for_agents(), allow_references)
+            if isinstance(prepared, str):
+                return _failure(name, prepared)
+            spec, args, loaded = prepared
+            result = spec.run(args, loaded, paligemma)
+            return _success(args, result, loaded, annotated_image)
     except Exception as e:  # a bug must not kill the agent loop either
         return _raised(name, e)
-    return _success(args, result, loaded, annotated_image)
 
 
 async def arun_tool(
@@ -164,17 +222,22 @@ async def arun_tool(
     images: ImageStore | None = None,
     policy: ImagePolicy | None = None,
     annotated_image: bool = False,
+    allow_references: bool = False,
 ) -> Outcome:
-    """The async form of `run_tool`."""
-    prepared = await asyncio.to_thread(_prepare, name, arguments, images, policy or ImagePolicy.for_agents())
-    if isinstance(prepared, str):
-        return _failure(name, prepared)
-    spec, args, loaded = prepared
+    """The async form of `run_tool`: parsing, decoding and drawing run off the event loop."""
     try:
-        result = await spec.arun(args, loaded, client or default_client())
+        paligemma = client or default_client()
+        async with paligemma.alimit():
+            prepared = await asyncio.to_thread(
+                _prepare, name, arguments, images, policy or ImagePolicy.for_agents(), allow_references
+            )
+            if isinstance(prepared, str):
+                return _failure(name, prepared)
+            spec, args, loaded = prepared
+            result = await spec.arun(args, loaded, paligemma)
+            return await asyncio.to_thread(_success, args, result, loaded, annotated_image)
     except Exception as e:  # a bug must not kill the agent loop either
         return _raised(name, e)
-    return await asyncio.to_thread(_success, args, result, loaded, annotated_image)
 
 
 def _messages(call: _Call, outcome: Outcome) -> list[dict[str, Any]]:
@@ -215,11 +278,24 @@ def run_tool_call(
     images: ImageStore | None = None,
     policy: ImagePolicy | None = None,
     annotated_image: bool = False,
+    allow_references: bool = False,
 ) -> ToolCallOutput:
-    """Run a tool call from the OpenAI SDK; `policy` governs URLs and paths in arguments (default: no local files)."""
-    parsed = _parse_call(call)
+    """Run a tool call from the OpenAI SDK; `policy` governs URLs and paths in arguments (default: no local files).
+
+    With `images`, only its handles name images unless `allow_references` is set. Never raises.
+    """
+    try:
+        parsed = _parse_call(call)
+    except Exception as e:  # an object that is no tool call at all
+        return _unreadable_call(e)
     outcome = run_tool(
-        parsed.name, parsed.arguments, client=client, images=images, policy=policy, annotated_image=annotated_image
+        parsed.name,
+        parsed.arguments,
+        client=client,
+        images=images,
+        policy=policy,
+        annotated_image=annotated_image,
+        allow_references=allow_references,
     )
     return ToolCallOutput(_messages(parsed, outcome), outcome)
 
@@ -231,10 +307,29 @@ async def arun_tool_call(
     images: ImageStore | None = None,
     policy: ImagePolicy | None = None,
     annotated_image: bool = False,
+    allow_references: bool = False,
 ) -> ToolCallOutput:
     """The async form of `run_tool_call`."""
-    parsed = _parse_call(call)
+    try:
+        parsed = _parse_call(call)
+    except Exception as e:  # an object that is no tool call at all
+        return _unreadable_call(e)
     outcome = await arun_tool(
-        parsed.name, parsed.arguments, client=client, images=images, policy=policy, annotated_image=annotated_image
+        parsed.name,
+        parsed.arguments,
+        client=client,
+        images=images,
+        policy=policy,
+        annotated_image=annotated_image,
+        allow_references=allow_references,
     )
     return ToolCallOutput(_messages(parsed, outcome), outcome)
+
+
+def _unreadable_call(error: Exception) -> ToolCallOutput:
+    message = (
+        f"the tool call could not be read ({type(error).__name__}); "
+        "send a function call with a name and JSON arguments."
+    )
+    outcome = Outcome({"error": message, "tool": ""}, error=message)
+    return ToolCallOutput(_messages(_Call("chat", "", "", ""), outcome), outcome)

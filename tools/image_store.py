@@ -1,7 +1,8 @@
 """Images of a conversation under short handles (`img_1`), so an LLM never copies base64.
 
 An agent registers the images of the user's messages once; the LLM then names them by
-handle in tool arguments. The store keeps the most recent `capacity` images.
+handle in tool arguments. The store keeps the most recent `capacity` images. It reads no
+local path unless its policy names folders (`ImagePolicy.for_agents(allowed_roots=...)`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ImageStore:
     """Loaded images by handle, with the policy that applies to adding them."""
 
     def __init__(self, *, policy: ImagePolicy | None = None, capacity: int = 32) -> None:
-        self.policy = policy or ImagePolicy()
+        self.policy = policy or ImagePolicy.for_agents()  # message text is untrusted: no local files
         self.capacity = capacity
         self._images: OrderedDict[str, LoadedImage] = OrderedDict()
         self._by_digest: dict[str, str] = {}

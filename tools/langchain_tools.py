@@ -34,11 +34,13 @@ def langchain_tools(
     client: PaliGemmaClient | None = None,
     images: ImageStore | None = None,
     policy: ImagePolicy | None = None,
+    allow_references: bool = False,
 ) -> list[StructuredTool]:
     """One `StructuredTool` per tool, its `args_schema` the tool's pydantic arguments.
 
     `images` resolves handles such as 'img_1'; `policy` governs URLs and paths the LLM names
-    (default `ImagePolicy.for_agents()`: no local files).
+    (default `ImagePolicy.for_agents()`: no local files); with `images`, only its
+    handles name images unless `allow_references` lets URLs, data URIs and paths through.
     """
     try:
         from langchain_core.tools import StructuredTool
@@ -48,7 +50,7 @@ def langchain_tools(
     policy = policy or ImagePolicy.for_agents()
     structured: list[StructuredTool] = []
     for spec in TOOLS:
-        func, coroutine = _runners(spec, client, images, policy)
+        func, coroutine = _runners(spec, client, images, policy, allow_references)
         structured.append(
             StructuredTool.from_function(
                 func=func,
@@ -65,21 +67,45 @@ def langchain_tools(
 
 
 def _runners(
-    spec: ToolSpec, client: PaliGemmaClient | None, images: ImageStore | None, policy: ImagePolicy
+    spec: ToolSpec,
+    client: PaliGemmaClient | None,
+    images: ImageStore | None,
+    policy: ImagePolicy,
+    allow_references: bool,
 ) -> tuple[Callable[..., ContentAndArtifact], Callable[..., Awaitable[ContentAndArtifact]]]:
     # LangChain passes the validated fields as keywords, or a lone string input as the first
     # positional argument (the image); the dispatcher validates the JSON again, as for any LLM call.
     def run(image: str, **arguments: Any) -> ContentAndArtifact:
-        outcome = run_tool(spec.name, dumps({"image": image, **arguments}), client=client, images=images, policy=policy)
+        outcome = run_tool(
+            spec.name,
+            _arguments_json(image, arguments),
+            client=client,
+            images=images,
+            policy=policy,
+            allow_references=allow_references,
+        )
         return _content_and_artifact(outcome)
 
     async def arun(image: str, **arguments: Any) -> ContentAndArtifact:
         outcome = await arun_tool(
-            spec.name, dumps({"image": image, **arguments}), client=client, images=images, policy=policy
+            spec.name,
+            _arguments_json(image, arguments),
+            client=client,
+            images=images,
+            policy=policy,
+            allow_references=allow_references,
         )
         return _content_and_artifact(outcome)
 
     return run, arun
+
+
+def _arguments_json(image: object, arguments: dict[str, Any]) -> str:
+    """The JSON the dispatcher validates; what cannot be JSON (a 5,000-digit int, a cycle) becomes a string."""
+    try:
+        return dumps({"image": image, **arguments})
+    except (TypeError, ValueError, RecursionError):
+        return repr({"image": image, **arguments})[:10_000]  # not JSON: the dispatcher answers with why
 
 
 def _content_and_artifact(outcome: Outcome) -> ContentAndArtifact:

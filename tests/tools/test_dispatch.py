@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,10 @@ from openai.types.responses import ResponseFunctionToolCall
 from PIL import Image
 
 import tools
-from tests.images import data_uri, gradient_image
-from tools.dispatch import run_tool_call
+from tests.hostile_images import HOSTILE
+from tests.images import data_uri, gradient_image, png_bytes
+from tests.tools.fake_endpoint import Behaviour, fake_endpoint
+from tools.dispatch import arun_tool_call, run_tool_call
 from tools.image_store import ImageStore
 
 
@@ -89,13 +93,12 @@ def test_chat_annotated_image_follows_as_a_user_turn(forced_client: tools.PaliGe
             id="extra-and-empty",
         ),
         pytest.param(chat_call("read_text", {"image": "img_9"}), "no image with handle 'img_9'", id="unknown-handle"),
-        pytest.param(chat_call("read_text", {"image": "/etc/passwd"}), "local files must lie under", id="local-file"),
-        pytest.param(
-            chat_call("read_text", {"image": "file:///etc/passwd"}), "unsupported image source", id="file-url"
-        ),
+        # With a store, handles only: nothing else is even looked at.
+        pytest.param(chat_call("read_text", {"image": "/etc/passwd"}), "named by its handle", id="local-file"),
+        pytest.param(chat_call("read_text", {"image": "file:///etc/passwd"}), "named by its handle", id="file-url"),
         pytest.param(
             chat_call("read_text", {"image": "http://169.254.169.254/latest/meta-data/"}),
-            "non-public address",
+            "in this conversation (img_1)",
             id="cloud-metadata-url",
         ),
         pytest.param(
@@ -147,3 +150,101 @@ def test_image_store_registers_user_images_once() -> None:
     assert store.register_messages(messages) == ["img_1", "img_1", "img_2"]
     assert store.get("img_1").width == 32
     assert "img_1 (32x16 px)" in store.describe()
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        pytest.param("/etc/passwd", "local files must lie under", id="local-file"),
+        pytest.param("file:///etc/passwd", "unsupported image source", id="file-url"),
+        pytest.param("http://169.254.169.254/latest/meta-data/", "non-public address", id="cloud-metadata-url"),
+    ],
+)
+def test_references_beside_a_store_only_when_allowed(image: str, message: str, images: ImageStore) -> None:
+    unreachable = tools.PaliGemmaClient(base_url="http://127.0.0.1:9/v1", model="m", max_retries=0)
+    output = run_tool_call(
+        chat_call("read_text", {"image": image}), client=unreachable, images=images, allow_references=True
+    )
+    assert message in json.loads(output.messages[0]["content"])["error"]
+
+
+def test_image_store_reads_no_local_path_by_default(tmp_path: Path) -> None:
+    picture = tmp_path / "p.png"
+    picture.write_bytes(png_bytes(gradient_image(8, 8)))
+    with pytest.raises(tools.ImageError, match="allowed folders"):
+        ImageStore().add(str(picture))
+    assert ImageStore(policy=tools.ImagePolicy.for_agents(allowed_roots=(tmp_path,))).add(str(picture)) == "img_1"
+
+
+class Weird:
+    """A tool call object whose attributes blow up when read."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("boom")
+
+
+HOSTILE_CALLS = [
+    pytest.param(chat_call("read_text", "[" * 100_000 + "]" * 100_000), "nest deeper than 16", id="100000-deep"),
+    pytest.param(chat_call("read_text", '{"image": ' + "9" * 5000 + "}"), "cannot be read as JSON", id="5000-digits"),
+    pytest.param(chat_call("read_text", '{"image": "' + "a" * 100_000_000 + '"}'), "the limit is", id="100-MB"),
+    pytest.param(chat_call("locate_objects", {"image": "img_1", "objects": ";".join(["x"] * 100_000)}), "", id="names"),
+    pytest.param(chat_call("read_text", {"image": "img_1" + "\0" * 10}), "", id="nul-handle"),
+    pytest.param(chat_call("x" * 1_000_000, {}), "unknown tool", id="megabyte-name"),
+    pytest.param(Weird(), "could not be read", id="object-raising-on-every-attribute"),
+    pytest.param(None, "unknown tool ''", id="none"),
+    pytest.param({"function": {"name": 3, "arguments": {"image": []}}}, "unknown tool '3'", id="wrong-types"),
+]
+
+
+@pytest.mark.parametrize("asynchronous", [pytest.param(False, id="sync"), pytest.param(True, id="async")])
+@pytest.mark.parametrize(("call", "message"), HOSTILE_CALLS)
+def test_hostile_calls_get_an_error_result_and_no_endpoint_request(
+    call: Any, message: str, asynchronous: bool, images: ImageStore
+) -> None:
+    behaviour = Behaviour()
+    with fake_endpoint(behaviour) as base_url:
+        client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
+        started = time.process_time()
+        if asynchronous:
+            output = asyncio.run(arun_tool_call(call, client=client, images=images))
+        else:
+            output = run_tool_call(call, client=client, images=images)
+        assert time.process_time() - started < 2.0
+    assert output.outcome.error is not None and message in output.outcome.error
+    assert json.loads(output.outcome.text)["error"] == output.outcome.error and len(output.messages) == 1
+    assert behaviour.requests == []
+
+
+@pytest.mark.parametrize("asynchronous", [pytest.param(False, id="sync"), pytest.param(True, id="async")])
+@pytest.mark.parametrize("name", sorted(HOSTILE), ids=str)
+def test_hostile_images_by_data_uri_get_a_result(name: str, asynchronous: bool) -> None:
+    data = HOSTILE[name]()
+    if len(data) > 4 << 20:
+        pytest.skip("covered by test_hostile_images: a data URI this large is over the argument limit")
+    behaviour = Behaviour()
+    call = chat_call(
+        "locate_objects", {"image": "data:image/png;base64," + base64.b64encode(data).decode(), "objects": ["cat"]}
+    )
+    with fake_endpoint(behaviour) as base_url:
+        client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
+        if asynchronous:
+            output = asyncio.run(arun_tool_call(call, client=client))
+        else:
+            output = run_tool_call(call, client=client)
+    if output.outcome.error is None:
+        assert behaviour.requests[-1] == "/v1/chat/completions"
+        assert [o.label for o in output.outcome.result.objects] == ["cat"]  # type: ignore[union-attr]
+    else:
+        assert behaviour.requests == [] and "the image" in output.outcome.error
+
+
+def test_a_box_without_label_from_the_endpoint_keeps_the_asked_name(images: ImageStore) -> None:
+    behaviour = Behaviour(answer="<loc0100><loc0200><loc0300><loc0400>")
+    with fake_endpoint(behaviour) as base_url:
+        client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
+        output = run_tool_call(
+            chat_call("locate_objects", {"image": "img_1", "objects": ["cow"]}), client=client, images=images
+        )
+    payload = json.loads(output.messages[0]["content"])
+    assert [o["label"] for o in payload["objects"]] == ["cow"]
+    assert "labelled 'cow'" in payload["issues"][0]["reason"]

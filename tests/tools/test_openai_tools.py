@@ -88,7 +88,7 @@ def test_image_handles_restrict_the_image_argument() -> None:
 def accepted_by_dispatcher(name: str, arguments: Any) -> bool:
     """Whether the dispatcher gets past argument validation (the image itself is checked later)."""
     images = ImageStore()
-    outcome = _prepare(name, json.dumps(arguments), images, images.policy)
+    outcome = _prepare(name, json.dumps(arguments), images, images.policy, False)
     return not (isinstance(outcome, str) and outcome.startswith(("invalid arguments", "the arguments are not")))
 
 
