@@ -79,8 +79,16 @@ def escape_markdown(text: str) -> str:
     return _MD_PUNCTUATION.sub(r"\\\1", text)
 
 
+_LINE_BREAKS = re.compile(r"[ \t]*(?:\r\n|[\n\r\v\f\x85\u2028\u2029])\s*")
+
+
 def code_span(text: str) -> str:
-    """`text` as a Markdown code span, whatever backticks it holds."""
+    """`text` as a one-line Markdown code span, whatever backticks and line breaks it holds.
+
+    A blank line would end the span and let the rest render as Markdown (an `<img>` to any
+    host): line breaks are shown as ⏎ instead.
+    """
+    text = _LINE_BREAKS.sub(" ⏎ ", text)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}"
