@@ -30,6 +30,9 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (23, 190, 207),
 )
 MASK_ALPHA = 0.45
+# Drawing costs per object and the legend grows per label: a hostile answer may hold thousands.
+MAX_DRAWN_OBJECTS = 100
+MAX_LEGEND_LABELS = 20
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, tuple[int, int, int]]:
@@ -72,25 +75,28 @@ def annotate(image: Image.Image, result: Detections | Segments, *, max_side: int
             f"{result.image_width}x{result.image_height}: annotate the image the tool was given"
         )
     scale = 1.0 if max_side is None else min(1.0, max_side / max(image.size))
-    base = image.convert("RGB")
-    if scale < 1.0:
+    base = image if image.mode == "RGB" else image.convert("RGB")
+    if scale < 1.0:  # resized before anything else, so no full-size copy is made
         base = base.resize(
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
         )
-    colours = label_colours([o.label for o in result.objects])
+    else:
+        base = base.copy()
+    drawn = result.objects[:MAX_DRAWN_OBJECTS]
+    colours = label_colours([o.label for o in drawn])
     if isinstance(result, Segments):
-        base = _overlay_masks(base, result, scale, colours)
+        base = _overlay_masks(base, result.model_copy(update={"objects": drawn}), scale, colours)
     line = max(2, round(min(base.size) / 200))
     font = _font(max(12, round(min(base.size) / 28)))
     draw = ImageDraw.Draw(base)
-    for obj in result.objects:
+    for obj in drawn:
         # The pixels the box edges fall in (pixel i covers [i, i+1]); the outline is drawn inward.
         x0, y0 = (math.floor(v * scale) for v in obj.box.xyxy[:2])
         x1, y1 = (max(a + 1, math.ceil(v * scale)) - 1 for a, v in zip((x0, y0), obj.box.xyxy[2:], strict=True))
         colour = colours[obj.label]
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
-        _tag(draw, obj.label, (x0, y0), colour, font, base.size)
-    return _with_legend(base, colours, font)
+        _tag(draw, obj.label[:80], (x0, y0), colour, font, base.size)
+    return _with_legend(base, colours, font, not_drawn=len(result.objects) - len(drawn))
 
 
 def _tag(
@@ -113,17 +119,27 @@ def _with_legend(
     image: Image.Image,
     colours: dict[str, tuple[int, int, int]],
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    *,
+    not_drawn: int = 0,
 ) -> Image.Image:
     if not colours:
         return image
     probe = ImageDraw.Draw(image)
     row = round(probe.textbbox((0, 0), "Ag", font=font)[3]) + 8
-    band = Image.new("RGB", (image.width, row * len(colours) + 8), (255, 255, 255))
+    shown = list(colours.items())[:MAX_LEGEND_LABELS]
+    notes = []
+    if len(colours) > len(shown):
+        notes.append(f"+{len(colours) - len(shown)} more labels")
+    if not_drawn:
+        notes.append(f"+{not_drawn} objects not drawn")
+    band = Image.new("RGB", (image.width, row * (len(shown) + len(notes)) + 8), (255, 255, 255))
     draw = ImageDraw.Draw(band)
-    for i, (label, colour) in enumerate(colours.items()):
+    for i, (label, colour) in enumerate(shown):
         y = 4 + i * row
         draw.rectangle((8, y + 2, 8 + row - 8, y + row - 6), fill=colour)
-        draw.text((8 + row, y), label, fill=(0, 0, 0), font=font)
+        draw.text((8 + row, y), label[:80], fill=(0, 0, 0), font=font)
+    for j, note in enumerate(notes):
+        draw.text((8, 4 + (len(shown) + j) * row), note, fill=(0, 0, 0), font=font)
     out = Image.new("RGB", (image.width, image.height + band.height), (255, 255, 255))
     out.paste(image, (0, 0))
     out.paste(band, (0, image.height))
