@@ -153,7 +153,7 @@ async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: En
     def parse() -> Detections | Segments:
         text, width, height = completion.text, loaded.width, loaded.height
         if _SEG.search(text):
-            decoder = client.vae_decoder()
+            decoder = client.vae_decoder(completion.model)
             return parsing.parse_segments(
                 text, width=width, height=height, decoder=decoder, prompt=prompt, model=completion.model
             )

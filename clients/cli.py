@@ -128,22 +128,66 @@ def _make_tiny_model(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "train-tiny",
+        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about an hour on 2 cores)",
+        description=(
+            "Reproduces the shipped tiny model from its seed: "
+            "`paligemma train-tiny --out server/checkpoints/paligemma2-tiny-shapes "
+            "--vae-out tools/data/tiny-shapes-vae.npz`. Serve the result with `paligemma serve --model DIR` "
+            "(its masks decode with PALIGEMMA_VAE_PATH=the VAE file)."
+        ),
+    )
+    p.add_argument("--out", type=Path, default=Path("paligemma2-tiny-shapes"), help="checkpoint folder to write")
+    p.add_argument("--vae-out", type=Path, help="VQ-VAE .npz to write (default: OUT/vae.npz)")
+    p.add_argument(
+        "--reuse-vae", action="store_true", help="use the VQ-VAE already at --vae-out instead of training it"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="training steps of the model (default 3200)")
+    p.set_defaults(handler=_train_tiny)
+
+
+def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
+    import dataclasses
+
+    from training.train_tiny import TrainSettings, train
+    from training.vae import train_vae
+
+    vae_path: Path = args.vae_out or args.out / "vae.npz"
+    if not args.reuse_vae:
+        print(f"Training the VQ-VAE into {vae_path} ...", flush=True)
+        metrics = train_vae(vae_path, seed=args.seed)
+        print(f"VQ-VAE: mask IoU after encode/decode {metrics['mask_iou']:.3f}, {metrics['seconds']:.0f} s", flush=True)
+    elif not vae_path.is_file():
+        print(f"--reuse-vae: there is no VQ-VAE at {vae_path}; drop --reuse-vae to train one.", file=sys.stderr)
+        return 2
+    settings = TrainSettings(seed=args.seed)
+    if args.steps:
+        settings = dataclasses.replace(settings, steps=args.steps)
+    out = train(args.out, vae_path, settings)
+    print(f"Trained tiny PaliGemma 2 in {out} (loss curve: {out / 'loss_curve.png'}).")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
-        help="build the tiny model (or use --model), serve it, run the tools on a photo, stop",
+        help="serve the tiny trained model (or --model), run every tool on a generated scene, draw the answers, stop",
     )
-    p.add_argument("--model", help="a preset, hub id or folder (default: the tiny offline model)")
-    p.add_argument("--image", type=Path, help="an image file (default: a photo shipped with scikit-image)")
+    p.add_argument("--model", help="tiny (default: the trained tiny model shipped here), a preset, hub id or folder")
+    p.add_argument("--image", type=Path, help="an image file (default: a generated scene of the tiny model's domain)")
+    p.add_argument("--out", type=Path, help="where to write the annotated image (default: the user cache)")
     p.add_argument("--port", type=int, help="default: a free port")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
-    from server.demo import run_demo
+    from clients.demo import run_demo
 
-    return run_demo(model=args.model, image=args.image, port=args.port, device=args.device)
+    return run_demo(model=args.model, image=args.image, port=args.port, out=args.out, device=args.device)
 
 
 def _add_fix_cpu_install(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -312,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_serve,
         _add_presets,
         _add_make_tiny_model,
+        _add_train_tiny,
         _add_demo,
         _add_mcp,
         _add_batch,

@@ -3,7 +3,7 @@
 # Arguments go to pytest (e.g. `scripts/test.sh -k parsing`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh cpu,demo,mcp,chat,agents,dev
+./scripts/setup.sh cpu,demo,mcp,chat,agents,train,dev
 if ! command -v chromium >/dev/null 2>&1; then
     # The browser tests drive Debian's chromium with Playwright (its own browser download cannot work offline).
     echo "test: installing Debian's chromium for the browser tests" >&2

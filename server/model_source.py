@@ -13,6 +13,8 @@ from server.presets import PRESETS, Preset
 from server.tiny_model import is_tiny_model
 
 _ROOM_FOR_PROMPT_AND_ANSWER = 768
+TINY_NAME = "tiny"  # `--model tiny`: the tiny PaliGemma 2 trained on the synthetic domain, shipped here
+TINY_TRAINED_DIR = Path(__file__).parent / "checkpoints" / "paligemma2-tiny-shapes"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,13 @@ def _local(path: Path) -> ModelSource:
 
 def resolve(model: str) -> ModelSource:
     """Resolve a preset name, an existing local path, or a hub id (`owner/name`)."""
+    if model == TINY_NAME:
+        if not (TINY_TRAINED_DIR / "config.json").is_file():
+            raise CheckpointError(
+                f"the trained tiny checkpoint is missing from {TINY_TRAINED_DIR} (a damaged install?). "
+                "Reinstall paligemma-tools, or rebuild it with `paligemma train-tiny` (about an hour on 2 cores)."
+            )
+        return _local(TINY_TRAINED_DIR)
     if model in PRESETS:
         preset = PRESETS[model]
         return ModelSource(preset.hub_id, preset.hub_id, False, preset, preset.max_model_len, preset.parameters_b)
@@ -79,7 +88,9 @@ def resolve(model: str) -> ModelSource:
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
         return ModelSource(model, model, False)
     known = ", ".join(PRESETS)
-    raise CheckpointError(f"{model!r} is neither a preset ({known}), an existing folder, nor a hub id (owner/name).")
+    raise CheckpointError(
+        f"{model!r} is neither {TINY_NAME!r}, a preset ({known}), an existing folder, nor a hub id (owner/name)."
+    )
 
 
 def check_available(source: ModelSource) -> None:

@@ -10,17 +10,41 @@ serving and parsing code paths, never to judge quality. See docs/tiny-model.md.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import GemmaTokenizer
 
-IMAGE_SIZE_PX = 224
-PATCH_SIZE_PX = 14
-IMAGE_TOKENS = (IMAGE_SIZE_PX // PATCH_SIZE_PX) ** 2
-TEXT_HIDDEN = 64
-VISION_HIDDEN = 64
+
+@dataclass(frozen=True)
+class TinyArchitecture:
+    """The sizes of a small PaliGemma 2 (Gemma 2 text model, SigLIP vision tower, linear projector)."""
+
+    image_size_px: int = 224
+    patch_size_px: int = 14
+    text_hidden: int = 64
+    text_intermediate: int = 128
+    text_layers: int = 2
+    text_heads: int = 2
+    text_kv_heads: int = 1
+    head_dim: int = 32  # vLLM's CPU attention needs 32 or more
+    vision_hidden: int = 64
+    vision_intermediate: int = 128
+    vision_layers: int = 1
+    vision_heads: int = 2
+    softcaps: bool = True  # Gemma 2's attention (50) and final (30) logit softcaps
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size_px // self.patch_size_px) ** 2
+
+
+RANDOM_ARCHITECTURE = TinyArchitecture()
+IMAGE_SIZE_PX = RANDOM_ARCHITECTURE.image_size_px
+PATCH_SIZE_PX = RANDOM_ARCHITECTURE.patch_size_px
+IMAGE_TOKENS = RANDOM_ARCHITECTURE.image_tokens
 README = """\
 # Tiny random-weight PaliGemma 2 (paligemma-tools)
 
@@ -60,56 +84,60 @@ def _token_id(tokenizer: GemmaTokenizer, token: str) -> int:
     return token_id
 
 
-def _config(tokenizer: GemmaTokenizer) -> Any:
+def paligemma_config(tokenizer: GemmaTokenizer, arch: TinyArchitecture = RANDOM_ARCHITECTURE) -> Any:
+    """A `PaliGemmaConfig` of PaliGemma 2's layout with the sizes of `arch`."""
     from transformers import PaliGemmaConfig
 
     vocab_size = len(tokenizer)  # exactly: padded ids crash vLLM's logprob detokenizer
+    softcaps = {} if arch.softcaps else {"attn_logit_softcapping": None, "final_logit_softcapping": None}
     return PaliGemmaConfig(
         text_config={
             "model_type": "gemma2",
             "vocab_size": vocab_size,
-            "hidden_size": TEXT_HIDDEN,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": 32,  # vLLM's CPU attention needs 32 or more
-            "query_pre_attn_scalar": 32,
+            "hidden_size": arch.text_hidden,
+            "intermediate_size": arch.text_intermediate,
+            "num_hidden_layers": arch.text_layers,
+            "num_attention_heads": arch.text_heads,
+            "num_key_value_heads": arch.text_kv_heads,
+            "head_dim": arch.head_dim,
+            "query_pre_attn_scalar": arch.head_dim,
             "max_position_embeddings": 8192,
             "sliding_window": 4096,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "bos_token_id": tokenizer.bos_token_id,
             "dtype": "float32",
+            **softcaps,
         },
         vision_config={
             "model_type": "siglip_vision_model",
-            "hidden_size": VISION_HIDDEN,
-            "intermediate_size": 128,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": IMAGE_SIZE_PX,
-            "patch_size": PATCH_SIZE_PX,
+            "hidden_size": arch.vision_hidden,
+            "intermediate_size": arch.vision_intermediate,
+            "num_hidden_layers": arch.vision_layers,
+            "num_attention_heads": arch.vision_heads,
+            "image_size": arch.image_size_px,
+            "patch_size": arch.patch_size_px,
             "vision_use_head": False,
         },
         image_token_index=_token_id(tokenizer, "<image>"),
         vocab_size=vocab_size,
-        projection_dim=TEXT_HIDDEN,
-        hidden_size=TEXT_HIDDEN,
+        projection_dim=arch.text_hidden,
+        hidden_size=arch.text_hidden,
         dtype="float32",
     )
 
 
-def _processor(tokenizer: GemmaTokenizer) -> Any:
+def build_processor(tokenizer: GemmaTokenizer, arch: TinyArchitecture = RANDOM_ARCHITECTURE) -> Any:
+    """The `PaliGemmaProcessor` for `arch`: square bicubic resize, pixels scaled to [-1, 1]."""
     from transformers import PaliGemmaProcessor, SiglipImageProcessor
 
     image_processor = SiglipImageProcessor(
-        size={"height": IMAGE_SIZE_PX, "width": IMAGE_SIZE_PX},
+        size={"height": arch.image_size_px, "width": arch.image_size_px},
         resample=3,  # bicubic, as the real checkpoints
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    image_processor.image_seq_length = IMAGE_TOKENS  # type: ignore[attr-defined]  # read by the processor
+    image_processor.image_seq_length = arch.image_tokens  # type: ignore[attr-defined]  # read by the processor
     return PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # type: ignore[no-untyped-call]
 
 
@@ -126,23 +154,28 @@ def _use_real_checkpoint_layout(weights_path: Path) -> None:
     save_file(renamed, weights_path, metadata={"format": "pt"})
 
 
-def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
-    """Write the tiny checkpoint into `directory` (created if needed) and return it."""
-    import torch
-    from transformers import PaliGemmaForConditionalGeneration
-
+def save_checkpoint(model: Any, processor: Any, directory: Path, readme: str) -> Path:
+    """Write model, processor and README into `directory` in the layout of the real checkpoints."""
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    processor = _processor(tokenizer)
-    torch.manual_seed(seed)
-    model = PaliGemmaForConditionalGeneration(_config(tokenizer))
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     _use_real_checkpoint_layout(directory / "model.safetensors")
     _keep_bos_setting(directory / "tokenizer_config.json")
-    parameters = sum(p.numel() for p in model.parameters())
-    (directory / "README.md").write_text(README.format(seed=seed, parameters=parameters))
+    (directory / "README.md").write_text(readme)
     return directory
+
+
+def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
+    """Write the tiny random-weight checkpoint into `directory` (created if needed) and return it."""
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer))
+    parameters = sum(p.numel() for p in model.parameters())
+    readme = README.format(seed=seed, parameters=parameters)
+    return save_checkpoint(model, build_processor(tokenizer), directory, readme)
 
 
 def _keep_bos_setting(path: Path) -> None:
@@ -154,6 +187,12 @@ def _keep_bos_setting(path: Path) -> None:
 
 
 def is_tiny_model(directory: Path) -> bool:
-    """True if `directory` holds a checkpoint this module built."""
+    """True if `directory` holds a tiny checkpoint of this project (random, or trained by `training/`)."""
+    readme = directory / "README.md"
+    return readme.is_file() and readme.read_text().startswith("# Tiny ")
+
+
+def is_random_tiny_model(directory: Path) -> bool:
+    """True if `directory` holds the random-weight checkpoint `build_tiny_model` writes."""
     readme = directory / "README.md"
     return readme.is_file() and readme.read_text().startswith("# Tiny random-weight PaliGemma 2")

@@ -1,4 +1,4 @@
-"""Session fixtures: the tiny checkpoint, built once, and one real vLLM server on it."""
+"""Session fixtures: the tiny random checkpoint, a vLLM server on it, and one on the trained tiny model."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from server import serve
+from server.model_source import TINY_NAME
 from server.process import free_port
 from server.tiny_model import build_tiny_model
 from server.vllm_command import ServeOptions
@@ -62,6 +63,21 @@ def tiny_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
             base_url=the_plan.command.base_url,
             model=the_plan.command.served_model_name,
             model_dir=tiny_model_dir,
+            pid=server.pid,
+            log_path=log_path,
+        )
+
+
+@pytest.fixture(scope="session")
+def trained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
+    """One vLLM server on the trained tiny model (`paligemma serve --model tiny`), as a user starts it."""
+    log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny-trained.log"
+    the_plan = serve.plan(ServeOptions(model=TINY_NAME, port=free_port()), device="cpu")
+    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=300) as server:
+        yield TinyServer(
+            base_url=the_plan.command.base_url,
+            model=the_plan.command.served_model_name,
+            model_dir=Path(the_plan.source.location),
             pid=server.pid,
             log_path=log_path,
         )

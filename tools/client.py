@@ -147,7 +147,7 @@ class PaliGemmaClient:
         # AsyncOpenAI's connection pool and asyncio.Semaphore belong to one event loop.
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Semaphore]]
         self._async = weakref.WeakKeyDictionary()
-        self._decoder: VaeDecoder | None = None
+        self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per model name
         self._decoder_error: CheckpointError | None = None
 
     def __repr__(self) -> str:
@@ -350,18 +350,21 @@ class PaliGemmaClient:
         return self._completion(reply, model)
 
     # --- mask decoder --------------------------------------------------------------------
-    def vae_decoder(self) -> VaeDecoder | None:
-        """The VQ-VAE decoder, or None (see `vae_decoder_error`) when its checkpoint is unavailable."""
+    def vae_decoder(self, model: str | None = None) -> VaeDecoder | None:
+        """The VQ-VAE decoder for `model`'s masks, or None (see `vae_decoder_error`) when it is unavailable."""
         with self._lock:
-            if self._decoder is None and self._decoder_error is None:
+            if model not in self._decoders:
                 from tools.vae_checkpoint import load_vae_decoder
 
                 try:
-                    self._decoder = load_vae_decoder(self.vae_path, download=self.download_vae)
+                    self._decoders[model] = load_vae_decoder(self.vae_path, model=model, download=self.download_vae)
                 except CheckpointError as e:
-                    self._decoder_error = e  # remembered: no download attempt on every call
-            return self._decoder
+                    self._decoders[model] = e  # remembered: no download attempt on every call
+            found = self._decoders[model]
+            self._decoder_error = found if isinstance(found, CheckpointError) else None
+            return None if isinstance(found, CheckpointError) else found
 
     @property
     def vae_decoder_error(self) -> CheckpointError | None:
+        """Why the last `vae_decoder()` call returned None, if it did."""
         return self._decoder_error

@@ -27,7 +27,15 @@ from tools.models import (
 
 R = TypeVar("R", bound=ToolResult)
 
-MAX_TOKENS = {"ocr": 256, "caption": 64, "describe": 256, "answer": 128, "question": 64, "detect": 256, "segment": 640}
+MAX_TOKENS = {
+    "ocr": 256,
+    "caption": 128,
+    "describe": 256,
+    "answer": 128,
+    "question": 128,
+    "detect": 256,
+    "segment": 640,
+}
 
 
 @functools.cache
@@ -141,7 +149,7 @@ def _segment_task(objects: str | Iterable[str], decode_masks: bool) -> _Task[Seg
     prompt = prompts.segment(names)
 
     def finish(c: Completion, loaded: LoadedImage, client: PaliGemmaClient) -> Segments:
-        decoder = client.vae_decoder() if decode_masks else None
+        decoder = client.vae_decoder(c.model) if decode_masks else None
         note = None
         if decode_masks and decoder is None and client.vae_decoder_error is not None:
             note = f"masks not decoded: {client.vae_decoder_error}"

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 LOCS_PER_BOX = 4
 CODES_PER_MASK = 16
 MAX_SEG_CODE = 127
+OBJECT_SEPARATOR = " ; "  # between objects in an answer, as in prompts
 
 _TOKENS = re.compile(
     r"<loc(?P<loc>\d{4})>"

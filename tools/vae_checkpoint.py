@@ -1,7 +1,8 @@
 """Find PaliGemma's mask decoder checkpoint, `vae-oid.npz`, downloading it once into the user cache if allowed.
 
-Where it looks, in order: the path given, `$PALIGEMMA_VAE_PATH`, the user cache
-(`$XDG_CACHE_HOME` or `~/.cache`, then `paligemma-tools/vae-oid.npz`), then the download.
+Where it looks, in order: the path given, `$PALIGEMMA_VAE_PATH`, the tiny VQ-VAE shipped
+with the tools when the model is the tiny trained one (`paligemma2-tiny-shapes`), the user
+cache (`$XDG_CACHE_HOME` or `~/.cache`, then `paligemma-tools/vae-oid.npz`), then the download.
 """
 
 from __future__ import annotations
@@ -20,13 +21,25 @@ import httpx2
 from tools.errors import CheckpointError
 from tools.vae_decoder import VAE_OID_SHA256, VAE_OID_SIZE, VAE_OID_URL, VaeDecoder
 
-__all__ = ["ENV_VAR", "default_cache_dir", "load_vae_decoder", "locate_vae_checkpoint"]
+__all__ = [
+    "ENV_VAR",
+    "TINY_SHAPES_MODEL",
+    "TINY_SHAPES_VAE_PATH",
+    "default_cache_dir",
+    "load_vae_decoder",
+    "locate_vae_checkpoint",
+    "uses_tiny_shapes_vae",
+]
 
 ENV_VAR: Final = "PALIGEMMA_VAE_PATH"
 FILE_NAME: Final = "vae-oid.npz"
 # Generous for the 8.5 MB file, small enough that a wrong URL cannot fill the disk.
 MAX_DOWNLOAD_BYTES: Final = 2 * VAE_OID_SIZE
 _CHUNK_BYTES: Final = 1 << 16
+# The tiny PaliGemma 2 trained on the synthetic shapes domain (`paligemma serve --model tiny`)
+# draws its masks with its own small VQ-VAE, shipped here (docs/tiny-model.md).
+TINY_SHAPES_MODEL: Final = "paligemma2-tiny-shapes"
+TINY_SHAPES_VAE_PATH: Final = Path(__file__).parent / "data" / "tiny-shapes-vae.npz"
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +48,11 @@ def default_cache_dir() -> Path:
     """The user cache directory for paligemma-tools: `$XDG_CACHE_HOME/paligemma-tools` or `~/.cache/paligemma-tools`."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "paligemma-tools"
+
+
+def uses_tiny_shapes_vae(model: str | None) -> bool:
+    """Whether `model` (a served model name or checkpoint path) is the tiny shapes model."""
+    return model is not None and Path(model.rstrip("/")).name == TINY_SHAPES_MODEL
 
 
 def _how_to_get_it(cache_file: Path, url: str) -> str:
@@ -50,6 +68,7 @@ def _how_to_get_it(cache_file: Path, url: str) -> str:
 def locate_vae_checkpoint(
     path: str | Path | None = None,
     *,
+    model: str | None = None,
     download: bool = True,
     url: str = VAE_OID_URL,
     sha256: str = VAE_OID_SHA256,
@@ -66,6 +85,8 @@ def locate_vae_checkpoint(
     env_path = os.environ.get(ENV_VAR)
     if env_path:
         return _existing_file(Path(env_path), f"${ENV_VAR}", cache_file, url)
+    if uses_tiny_shapes_vae(model):
+        return _existing_file(TINY_SHAPES_VAE_PATH, f"shipped for {model}", cache_file, url)
     if cache_file.is_file():
         return cache_file
     if not download:
@@ -139,9 +160,9 @@ def _download(url: str, destination: Path, *, sha256: str, timeout_s: float) -> 
             tmp_path.unlink()
 
 
-def load_vae_decoder(path: str | Path | None = None, *, download: bool = True) -> VaeDecoder:
+def load_vae_decoder(path: str | Path | None = None, *, model: str | None = None, download: bool = True) -> VaeDecoder:
     """Locate the checkpoint (see `locate_vae_checkpoint`) and return its decoder, loaded once per file version."""
-    located = locate_vae_checkpoint(path, download=download).resolve()
+    located = locate_vae_checkpoint(path, model=model, download=download).resolve()
     try:
         stat = located.stat()
     except OSError as exc:

@@ -3,36 +3,45 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from clients.demo import DEMO_SCENE_SIZE
 
 pytestmark = pytest.mark.vllm
 
 
-def test_demo_builds_serves_runs_every_tool_and_stops(tmp_path: Path) -> None:
+def test_demo_serves_the_trained_model_answers_right_draws_and_stops(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    drawn = tmp_path / "demo.png"
     result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "demo"], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "clients.cli", "demo", "--out", str(drawn)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "Building the tiny random-weight PaliGemma 2" in out
-    assert (tmp_path / "cache" / "paligemma-tools" / "tiny-paligemma2" / "model.safetensors").is_file()
-    assert "random nonsense" in out
-    assert "openai SDK, prompt 'caption en' on chelsea.png" in out
+    assert "paligemma2-tiny-shapes" in out and "random nonsense" not in out
     for call, result_type in [
-        ("caption_image(photo)", "CaptionResult"),
-        ("caption_image(photo, detail='long')", "CaptionResult"),
-        ("read_text(photo)", "TextResult"),
-        ("answer_visual_question(photo, 'what animal is this?')", "AnswerResult"),
-        ("generate_question(photo, 'a cat')", "QuestionResult"),
-        ("locate_objects(photo, ['cat', 'eye'])", "Detections"),
-        ("segment_objects(photo, 'cat')", "Segments"),
+        ("caption_image(scene)", "CaptionResult"),
+        ("caption_image(scene, detail='long')", "CaptionResult"),
+        ("read_text(scene)", "TextResult"),
+        ("answer_visual_question(scene, 'how many circles are there?')", "AnswerResult"),
+        ("locate_objects(scene, ['circle', 'square', 'triangle'])", "Detections"),
+        ("segment_objects(scene, 'circle')", "Segments"),
     ]:
         assert f"{call} -> {result_type}" in out
-    assert '"image_width": 451' in out and '"image_height": 300' in out  # the real photo's size
-    assert "Masks were not decoded" in out and "vae-oid.npz" in out  # offline: says how to get them
+    right = re.search(r"(\d+) of (\d+) answers right", out)
+    assert right is not None, out
+    assert right.group(1) == right.group(2), out  # every answer matches what the scene holds
+    assert "Masks were not decoded" not in out and "mask " in out  # decoded with the shipped tiny VQ-VAE
+    with Image.open(drawn) as image:
+        assert image.width >= DEMO_SCENE_SIZE[0] and image.height >= DEMO_SCENE_SIZE[1]  # the scene plus a legend
     assert out.rstrip().endswith("Server stopped.")

@@ -1,0 +1,80 @@
+"""Accuracy of the trained tiny PaliGemma 2 on held-out scenes: served by vLLM against transformers.
+
+    .venv/bin/python -m benchmarks.tiny_accuracy [--scenes 300] [--model DIR]
+
+Held-out scenes come from a seed training never drew from (docs/synthetic-domain.md). The
+same questions go (1) through the typed tools to `paligemma serve --model tiny` (vLLM on this
+machine: fully causal attention on CPU, docs/attention.md) and (2) to transformers in-process
+with PaliGemma's prefix-LM mask and (3) with a causal mask. All answers are parsed by the
+tools' parsers and scored by `training.evaluate`. Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from benchmarks.common import print_table
+from server import serve
+from server.model_source import TINY_NAME, resolve
+from server.process import free_port
+from server.vllm_command import ServeOptions
+from tools.vae_checkpoint import load_vae_decoder
+from training import evaluate
+
+GOALS = {
+    "detection AP50": 0.9,
+    "matched box IoU": 0.8,
+    "mask mIoU": 0.75,
+    "OCR exact": 0.9,
+    "VQA exact": 0.9,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenes", type=int, default=300)
+    parser.add_argument("--model", default=TINY_NAME, help="tiny (the shipped trained model) or a checkpoint folder")
+    args = parser.parse_args()
+    held_out = evaluate.held_out_scenes(args.scenes)
+    requests = [r for i, s in enumerate(held_out) for r in evaluate.requests_for(i, s)]
+    source = resolve(args.model)
+    columns: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+
+    the_plan = serve.plan(ServeOptions(model=args.model, port=free_port()), device="cpu")
+    with serve.running(the_plan, echo=False):
+        started = time.perf_counter()
+        served = evaluate.served_results(
+            the_plan.command.base_url, the_plan.command.served_model_name, held_out, requests
+        )
+        seconds["vLLM served (causal on CPU)"] = time.perf_counter() - started
+    columns["vLLM served (causal on CPU)"] = evaluate.score(held_out, requests, served)
+
+    decoder = load_vae_decoder(model=source.served_name)
+    for attention in ("prefix", "causal"):
+        name = f"transformers ({attention})"
+        started = time.perf_counter()
+        results = evaluate.transformers_results(
+            Path(source.location), held_out, requests, attention=attention, decoder=decoder
+        )
+        seconds[name] = time.perf_counter() - started
+        columns[name] = evaluate.score(held_out, requests, results)
+
+    names = list(columns)
+    metrics = list(next(iter(columns.values())))
+    rows = [[m, *(f"{columns[n][m]:.3f}" for n in names), f">= {GOALS[m]}" if m in GOALS else ""] for m in metrics]
+    rows.append(["seconds", *(f"{seconds[n]:.0f}" for n in names), ""])
+    served_name, prefix_name = names[0], names[1]
+    gap = max(abs(columns[served_name][m] - columns[prefix_name][m]) for m in metrics)
+    print_table(
+        f"Tiny trained PaliGemma 2, {len(held_out)} held-out scenes, {len(requests)} questions",
+        ["metric", *names, "goal"],
+        rows,
+    )
+    print(f"largest gap served vs transformers prefix: {gap:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The synthetic domain keeps its specification (docs/synthetic-domain.md) and its seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training import scenes
+
+
+def test_a_seed_gives_the_same_scene() -> None:
+    a = scenes.make_scene(np.random.default_rng(42))
+    b = scenes.make_scene(np.random.default_rng(42))
+    assert a.objects == b.objects and a.word == b.word
+    assert a.image.tobytes() == b.image.tobytes()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_scenes_keep_the_specification(seed: int) -> None:
+    scene = scenes.make_scene(np.random.default_rng(seed))
+    width, height = scene.image.size
+    assert scenes.MIN_SIDE_PX <= min(width, height) and max(width, height) <= scenes.MAX_SIDE_PX
+    assert 0.5 - 0.01 <= width / height <= 2.0 + 0.01
+    assert scene.objects or scene.word
+    assert len(scene.objects) <= scenes.MAX_OBJECTS
+    short = min(width, height)
+    boxes = [o.box_xyxy for o in scene.objects] + ([scene.word.box_xyxy] if scene.word else [])
+    for obj in scene.objects:
+        x0, y0, x1, y1 = obj.box_xyxy
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert scenes.SIZE_FRACTION[0] - 0.01 <= (x1 - x0) / short <= scenes.SIZE_FRACTION[1] + 0.01
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], "objects overlap"
+    if scene.word:
+        x0, _, x1, _ = scene.word.box_xyxy
+        assert scenes.WORD_WIDTH_FRACTION[0] <= (x1 - x0) / width <= scenes.WORD_WIDTH_FRACTION[1]
+        assert scene.word.text.isalpha() and scene.word.text.isupper() and 3 <= len(scene.word.text) <= 8
+
+
+def test_shapes_are_drawn_in_their_colour_where_their_box_says() -> None:
+    scene = scenes.make_scene(np.random.default_rng(3), kind="shapes", size=(600, 400))
+    pixels = np.asarray(scene.image, dtype=np.int16)
+    for obj in scene.objects:
+        inside = pixels[scenes.object_mask(scene, obj)]
+        nominal = np.array(scenes.COLOR_RGB[obj.color])
+        assert np.abs(np.median(inside, axis=0) - nominal).max() <= scenes.COLOR_JITTER + 3 * scenes.NOISE_SIGMA_MAX
+
+
+@pytest.mark.parametrize("shape", scenes.SHAPES)
+def test_shape_masks_fill_their_box(shape: scenes.Shape) -> None:
+    mask = scenes.shape_mask(shape, 100, 100)
+    expected_share = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}[shape]
+    assert mask.mean() == pytest.approx(expected_share, abs=0.03)
+    assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()

@@ -1,0 +1,67 @@
+"""The training batches are PaliGemma's own, and a few steps write a checkpoint both loaders read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.tiny_model import build_processor, build_tokenizer
+from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH
+from training import tasks
+from training.scenes import make_scene
+from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, TrainSettings, model_pixels, train
+
+CODES = {"circle": tuple(range(16)), "square": tuple(range(16, 32)), "triangle": tuple(range(32, 48))}
+
+
+@pytest.fixture(scope="module")
+def batcher() -> Batcher:
+    return Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, CODES)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_equal_what_paligemma_processor_builds(batcher: Batcher, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scene = make_scene(rng, max_side=400)
+    example = tasks.example_for(rng, scene, CODES.__getitem__)
+    processor = build_processor(batcher.tokenizer, TRAINED_ARCHITECTURE)
+    expected = processor(
+        text="<image>" + example.prompt, images=scene.image, suffix=example.answer, return_tensors="np"
+    )
+    batch = batcher.collate([(example, scene.image)])
+    assert batch["input_ids"][0].tolist() == expected["input_ids"][0].tolist()
+    assert batch["token_type_ids"][0].tolist() == expected["token_type_ids"][0].tolist()
+    labels = expected["labels"][0] if "labels" in expected else None
+    if labels is not None:
+        assert batch["labels"][0].tolist() == labels.tolist()
+    np.testing.assert_allclose(batch["pixel_values"][0].numpy(), expected["pixel_values"][0], atol=2 / 127.5)
+
+
+def test_causal_rows_have_no_two_way_prefix(batcher: Batcher) -> None:
+    image = Image.new("RGB", (64, 64), "white")
+    example = tasks.Example("ocr", "ocr", "CAT")
+    batch = batcher.collate([(example, image), (example, image)], causal=[False, True])
+    assert batch["token_type_ids"][0].sum() == 4  # "CAT" + <eos>
+    assert batch["token_type_ids"][1].sum() == batch["attention_mask"][1].sum()
+
+
+def test_model_pixels_scale_to_minus_one_one() -> None:
+    pixels = model_pixels(Image.new("RGB", (300, 100), (255, 0, 128)), 160)
+    assert pixels.shape == (3, 160, 160)
+    np.testing.assert_allclose(pixels[:, 0, 0], [1.0, -1.0, 128 / 127.5 - 1], atol=1e-6)
+
+
+def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> None:
+    from transformers import PaliGemmaForConditionalGeneration
+
+    out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, TrainSettings(steps=3, batch=4, warmup=1, save_every=3))
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["steps_done"] == 3 and len(log["losses"]) == 3 and all(np.isfinite(log["losses"]))
+    assert (out / "loss_curve.png").stat().st_size > 0
+    model = PaliGemmaForConditionalGeneration.from_pretrained(out)
+    assert model.config.vision_config.image_size == TRAINED_ARCHITECTURE.image_size_px
+    assert (out / "README.md").read_text().startswith("# Tiny trained PaliGemma 2")

@@ -1,0 +1,273 @@
+"""Score a PaliGemma on held-out scenes of the synthetic domain, through the tools' own parsers.
+
+Two ways to get the answers, scored alike: the served endpoint through the typed tools
+(`served_results`), and transformers in-process with the prefix-LM mask or the causal one
+(`transformers_results`). The metrics (`score`): detection AP50 (pycocotools) and the mean
+IoU of matched boxes, mask mIoU, OCR exact-word rate, counting and colour VQA exact rates,
+and caption exact rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from tools import parsing, prompts
+from tools.models import AnswerResult, CaptionResult, Detections, Segments, TextResult, ToolResult
+from training import scenes, tasks
+
+if TYPE_CHECKING:
+    from tools.client import PaliGemmaClient
+    from tools.vae_decoder import VaeDecoder
+
+HELD_OUT_SEED = 1_000_003  # training draws from seed 0's stream; this one is never seen
+ALL_SHAPES: tuple[str, ...] = scenes.SHAPES
+Task = Literal["detect", "segment", "ocr", "count", "color", "caption"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question about one scene: the tool to call and the prompt it sends."""
+
+    scene: int
+    task: Task
+    prompt: str
+    subject: str = ""  # the shape asked about (segment, count, color)
+    expected: str = ""
+
+
+def held_out_scenes(count: int, seed: int = HELD_OUT_SEED) -> list[scenes.Scene]:
+    rng = np.random.default_rng(seed)
+    return [scenes.make_scene(rng) for _ in range(count)]
+
+
+def requests_for(index: int, scene: scenes.Scene) -> list[Request]:
+    """The questions asked of every scene (which ones depends on what it holds)."""
+    out = [Request(index, "detect", prompts.detect(ALL_SHAPES))]
+    for shape in sorted({o.shape for o in scene.objects}):
+        out.append(Request(index, "segment", prompts.segment((shape,)), subject=shape))
+    if scene.word is not None:
+        out.append(Request(index, "ocr", prompts.ocr(), expected=scene.word.text))
+    if scene.objects:
+        asked = ALL_SHAPES[index % len(ALL_SHAPES)]
+        n = sum(o.shape == asked for o in scene.objects)
+        out.append(Request(index, "count", prompts.answer(f"how many {asked}s are there?", "en"), asked, str(n)))
+        single = [o for o in scene.objects if sum(p.shape == o.shape for p in scene.objects) == 1]
+        if single:
+            o = single[index % len(single)]
+            question = f"what color is the {o.shape}?"
+            out.append(Request(index, "color", prompts.answer(question, "en"), o.shape, o.color))
+    out.append(Request(index, "caption", prompts.caption("short", "en"), expected=tasks.caption_text(scene)))
+    return out
+
+
+# --- answers from the served endpoint, through the typed tools --------------------------------
+
+
+async def _served_one(client: PaliGemmaClient, request: Request, scene: scenes.Scene) -> ToolResult:
+    import tools
+
+    image = scene.image
+    if request.task == "detect":
+        return await tools.alocate_objects(image, list(ALL_SHAPES), client=client)
+    if request.task == "segment":
+        return await tools.asegment_objects(image, request.subject, client=client)
+    if request.task == "ocr":
+        return await tools.aread_text(image, client=client)
+    if request.task == "caption":
+        return await tools.acaption_image(image, client=client)
+    question = request.prompt.removeprefix("answer en ")
+    return await tools.aanswer_visual_question(image, question, client=client)
+
+
+def served_results(
+    base_url: str, model: str, held_out: Sequence[scenes.Scene], requests: Sequence[Request], *, concurrency: int = 8
+) -> list[ToolResult]:
+    """Every request through the tools against a served endpoint."""
+    from tools.client import PaliGemmaClient
+
+    async def run_all() -> list[ToolResult]:
+        async with PaliGemmaClient(base_url=base_url, model=model, max_concurrency=concurrency) as client:
+            return list(await asyncio.gather(*(_served_one(client, r, held_out[r.scene]) for r in requests)))
+
+    return asyncio.run(run_all())
+
+
+# --- answers from transformers in-process --------------------------------------------------
+
+
+def transformers_results(
+    model_dir: Path,
+    held_out: Sequence[scenes.Scene],
+    requests: Sequence[Request],
+    *,
+    attention: Literal["prefix", "causal"],
+    decoder: VaeDecoder | None,
+    batch_size: int = 16,
+) -> list[ToolResult]:
+    """Every request answered by transformers' greedy `generate`, parsed by the tools' parsers."""
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+    from tools.functions import MAX_TOKENS
+
+    model: Any = PaliGemmaForConditionalGeneration.from_pretrained(model_dir, attn_implementation="sdpa")
+    model.eval()
+    processor = PaliGemmaProcessor.from_pretrained(model_dir)
+    answers: dict[int, str] = {}
+    by_prompt: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+        by_prompt.setdefault(request.prompt, []).append(i)
+    for prompt, indices in by_prompt.items():
+        budget = MAX_TOKENS["describe" if prompt.startswith("describe") else prompt.split(" ", 1)[0]]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            images = [held_out[requests[i].scene].image for i in chunk]
+            inputs = processor(text=["<image>" + prompt] * len(chunk), images=images, return_tensors="pt")
+            if attention == "causal":
+                inputs.pop("token_type_ids", None)
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=budget, do_sample=False)
+            new_tokens = out[:, inputs["input_ids"].shape[1] :]
+            texts = processor.batch_decode(new_tokens, skip_special_tokens=True)  # type: ignore[no-untyped-call]
+            answers.update(zip(chunk, texts, strict=True))
+    return [_typed(requests[i], held_out[requests[i].scene], answers[i], decoder) for i in range(len(requests))]
+
+
+def _typed(request: Request, scene: scenes.Scene, text: str, decoder: VaeDecoder | None) -> ToolResult:
+    common: dict[str, Any] = {
+        "image_width": scene.width,
+        "image_height": scene.height,
+        "prompt": request.prompt,
+        "model": "transformers",
+        "raw_text": text,
+    }
+    width, height = scene.width, scene.height
+    if request.task == "detect":
+        return parsing.parse_detections(text, width=width, height=height, prompt=request.prompt)
+    if request.task == "segment":
+        return parsing.parse_segments(text, width=width, height=height, decoder=decoder, prompt=request.prompt)
+    if request.task == "ocr":
+        return TextResult(**common, text=text.strip())
+    if request.task == "caption":
+        return CaptionResult(**common, detail="short", lang="en", caption=text.strip())
+    return AnswerResult(**common, question=request.prompt, lang="en", answer=text.strip())
+
+
+# --- scores ---------------------------------------------------------------------------------
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def matched_ious(
+    truth: Sequence[tuple[str, Sequence[float]]], found: Sequence[tuple[str, Sequence[float]]]
+) -> list[float]:
+    """Greedy one-to-one matching by IoU within a label: the IoU of every true box (0 if unmatched)."""
+    pairs = sorted(
+        ((_box_iou(t, f), i, j) for i, (tl, t) in enumerate(truth) for j, (fl, f) in enumerate(found) if tl == fl),
+        reverse=True,
+    )
+    best = [0.0] * len(truth)
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    for iou, i, j in pairs:
+        if iou > 0 and i not in used_t and j not in used_f:
+            best[i] = iou
+            used_t.add(i)
+            used_f.add(j)
+    return best
+
+
+def ap50(held_out: Sequence[scenes.Scene], detections: dict[int, Detections]) -> float:
+    """COCO AP at IoU 0.5 over the three shape classes (pycocotools); answers carry no scores, so all are 1."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    categories = [{"id": i + 1, "name": s} for i, s in enumerate(ALL_SHAPES)]
+    ids = {s: i + 1 for i, s in enumerate(ALL_SHAPES)}
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for index, result in detections.items():
+        scene = held_out[index]
+        images.append({"id": index + 1, "width": scene.width, "height": scene.height})
+        for o in scene.objects:
+            x0, y0, x1, y1 = o.box_xyxy
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": index + 1, "category_id": ids[o.shape],
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+            })  # fmt: skip
+        for rank, d in enumerate(result.objects):
+            if d.label in ids:
+                score = 1.0 - rank * 1e-3  # answer order breaks ties
+                results.append(
+                    {"image_id": index + 1, "category_id": ids[d.label], "bbox": list(d.box.coco_xywh), "score": score}
+                )
+    if not results:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {"images": images, "annotations": annotations, "categories": categories}
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return float(evaluation.stats[1])
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def score(
+    held_out: Sequence[scenes.Scene], requests: Sequence[Request], results: Sequence[ToolResult]
+) -> dict[str, float]:
+    """The accuracy figures of docs/benchmarks.md for one set of answers."""
+    detections: dict[int, Detections] = {}
+    box_ious: list[float] = []
+    mask_ious: list[float] = []
+    exact: dict[str, list[bool]] = {"ocr": [], "count": [], "color": [], "caption": []}
+    for request, result in zip(requests, results, strict=True):
+        scene = held_out[request.scene]
+        if request.task == "detect" and isinstance(result, Detections):
+            detections[request.scene] = result
+            truth = [(o.shape, o.box_xyxy) for o in scene.objects]
+            box_ious += [v for v in matched_ious(truth, [(d.label, d.box.xyxy) for d in result.objects]) if v >= 0.5]
+        elif request.task == "segment" and isinstance(result, Segments):
+            for o in scene.objects:
+                if o.shape == request.subject:
+                    truth_mask = scenes.object_mask(scene, o)
+                    ious = [_mask_iou(truth_mask, s.mask) for s in result.objects if s.mask is not None]
+                    mask_ious.append(max(ious, default=0.0))
+        elif isinstance(result, TextResult):
+            exact["ocr"].append(result.text.strip() == request.expected)
+        elif isinstance(result, AnswerResult):
+            exact[request.task].append(result.answer.strip() == request.expected)
+        elif isinstance(result, CaptionResult):
+            exact["caption"].append(result.caption.strip() == request.expected)
+    return {
+        "detection AP50": ap50(held_out, detections),
+        "matched box IoU": float(np.mean(box_ious)) if box_ious else 0.0,
+        "mask mIoU": float(np.mean(mask_ious)) if mask_ious else 0.0,
+        "OCR exact": float(np.mean(exact["ocr"])) if exact["ocr"] else 0.0,
+        "VQA count exact": float(np.mean(exact["count"])) if exact["count"] else 0.0,
+        "VQA colour exact": float(np.mean(exact["color"])) if exact["color"] else 0.0,
+        "VQA exact": float(np.mean(exact["count"] + exact["color"])) if exact["count"] + exact["color"] else 0.0,
+        "caption exact": float(np.mean(exact["caption"])) if exact["caption"] else 0.0,
+    }

