@@ -21,23 +21,26 @@ import psutil
 from PIL import Image
 
 from benchmarks.common import data_uri, photo_like, print_table, tiny_model
+from tests.hostile_images import HOSTILE
 from tests.mcp_http import mcp_http_server
 
 PROBE = """
 import resource, sys, time
 import tools
 from tools.errors import ImageError
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from tools.images import encode_for_model
 data = sys.stdin.buffer.read()
-started = time.perf_counter()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.process_time()
 try:
     loaded = tools.load_image(data)
+    encode_for_model(loaded)  # what a tool call does next
     outcome = f"loaded {loaded.width}x{loaded.height}"
 except ImageError as e:
     outcome = "refused: " + str(e)[:110]
-elapsed = time.perf_counter() - started
+cpu = time.process_time() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(f"{elapsed * 1000:.0f}|{(peak - base) / 1024:.1f}|{outcome}")
+print(f"{cpu * 1000:.0f}|{(peak - base) / 1024:.1f}|{outcome}")
 """
 
 
@@ -89,6 +92,7 @@ def hostile_images() -> list[tuple[str, bytes]]:
         ("palette with transparency", encoded(palette_alpha, "PNG")),
         ("EXIF-rotated JPEG", encoded(photo, "JPEG", exif=rotated)),
         ("40 MP JPEG", encoded(photo.resize((7300, 5480)), "JPEG", quality=85)),
+        *((f"issue 10: {name}", make()) for name, make in HOSTILE.items()),
     ]
 
 
@@ -99,6 +103,16 @@ def probe_images() -> list[list[str]]:
         ms, peak, outcome = out.decode().strip().split("|", 2)
         rows.append([name, f"{len(data):,}", outcome, ms, peak])
     return rows
+
+
+def maxima(rows: list[list[str]]) -> list[list[str]]:
+    """The largest CPU time and peak memory over all inputs, against the budgets (2 s, 512 MiB)."""
+    cpu = max(rows, key=lambda r: float(r[3]))
+    memory = max(rows, key=lambda r: float(r[4]))
+    return [
+        ["CPU time (ms)", cpu[3], cpu[0], "2,000"],
+        ["peak memory above baseline (MiB)", memory[4], memory[0], "512"],
+    ]
 
 
 SSRF_URLS = [
@@ -234,11 +248,13 @@ def main() -> None:
     parser.add_argument("--garbled", type=int, default=20_000)
     parser.add_argument("--skip-load", action="store_true")
     args = parser.parse_args()
+    rows = probe_images()
     print_table(
-        "Hostile images, each loaded in a fresh interpreter",
-        ["input", "bytes", "outcome", "ms", "peak memory above baseline (MiB)"],
-        probe_images(),
+        "Hostile images, each loaded (and encoded for the model) in a fresh interpreter",
+        ["input", "bytes", "outcome", "CPU ms", "peak memory above baseline (MiB)"],
+        rows,
     )
+    print_table("Maxima over every input above", ["measure", "maximum", "input", "budget"], maxima(rows))
     print_table("Refused before any connection or prompt", ["category", "inputs tried", "refused"], refusals())
     print_table(
         "Garbled detection answers (random token soup, random image sizes)",
