@@ -101,9 +101,13 @@ def build_server(settings: McpSettings, client: PaliGemmaClient | None = None) -
     async def call_tool(
         ctx: ServerRequestContext[Any], params: mcp_types.CallToolRequestParams
     ) -> mcp_types.CallToolResult:
+        try:
+            arguments = json.dumps(params.arguments or {})
+        except (TypeError, ValueError, RecursionError):  # nesting or numbers json cannot write: let the dispatcher say
+            arguments = "[" * 10_000
         outcome = await arun_tool(
             params.name,
-            json.dumps(params.arguments or {}),
+            arguments,
             client=paligemma,
             policy=policy,
             annotated_image=settings.annotated_images,
