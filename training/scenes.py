@@ -2,7 +2,7 @@
 
 A scene is a plain light background (mild noise allowed) with 1-3 solid, non-overlapping
 shapes (circle, square, upright triangle) in red, green, blue or yellow, each 15-60 % of
-the shorter image side, and/or one word of 3-8 letters A-Z drawn dark with Pillow's bundled
+the shorter image side wide, and/or one word of 3-8 letters A-Z drawn dark with Pillow's bundled
 font across 40-90 % of the width. Images are 64-2000 px a side with aspect 1:2 to 2:1.
 Everything is drawn from one `numpy.random.Generator`, so a seed gives the same scene.
 """
@@ -21,22 +21,22 @@ SceneKind = Literal["shapes", "word", "mixed"]
 
 SHAPES: Final[tuple[Shape, ...]] = ("circle", "square", "triangle")
 COLORS: Final[tuple[Color, ...]] = ("red", "green", "blue", "yellow")
-# Nominal RGB of each colour; a drawn colour is within +-COLOR_JITTER of it per channel.
-COLOR_RGB: Final[dict[Color, tuple[int, int, int]]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (30, 60, 220),
-    "yellow": (235, 200, 20),
+# Each colour is any RGB with every channel in its range (pure primaries included).
+COLOR_RANGES: Final[dict[Color, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]] = {
+    "red": ((170, 255), (0, 80), (0, 80)),
+    "green": ((0, 90), (110, 255), (0, 110)),
+    "blue": ((0, 90), (0, 130), (160, 255)),
+    "yellow": ((200, 255), (180, 255), (0, 90)),
 }
-COLOR_JITTER: Final = 25
-BACKGROUND_MIN: Final = 200  # every background channel in 200..255
+BACKGROUND_MIN: Final = 190  # every background channel in 190..255
 NOISE_SIGMA_MAX: Final = 6.0  # Gaussian pixel noise, standard deviation 0..6
 TEXT_MAX_CHANNEL: Final = 80  # text colour: every channel in 0..80
 MIN_SIDE_PX: Final = 64
 MAX_SIDE_PX: Final = 2000
 MIN_OBJECTS: Final = 1
 MAX_OBJECTS: Final = 3
-SIZE_FRACTION: Final = (0.15, 0.60)  # shape size / shorter image side
+SIZE_FRACTION: Final = (0.15, 0.60)  # shape width / shorter image side
+TRIANGLE_HEIGHT: Final = (0.8, 1.0)  # triangle height / its width (1.0: fills a square box; ~0.87: equilateral)
 WORD_LETTERS: Final = (3, 8)
 WORD_WIDTH_FRACTION: Final = (0.40, 0.90)  # word width / image width
 GAP_FRACTION: Final = 0.02  # least gap between objects, of the shorter side
@@ -106,8 +106,8 @@ def random_size(rng: np.random.Generator, *, max_side: int = MAX_SIDE_PX) -> tup
     return max(MIN_SIDE_PX, width), max(MIN_SIDE_PX, height)
 
 
-def _jittered(rng: np.random.Generator, rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    r, g, b = (int(np.clip(c + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1), 0, 255)) for c in rgb)
+def _ink(rng: np.random.Generator, color: Color) -> tuple[int, int, int]:
+    r, g, b = (int(rng.integers(lo, hi + 1)) for lo, hi in COLOR_RANGES[color])
     return r, g, b
 
 
@@ -174,15 +174,16 @@ def _try_scene(rng: np.random.Generator, kind: SceneKind, width: int, height: in
         for _ in range(wanted * 30):
             if len(objects) == wanted:
                 break
-            side = round(rng.uniform(*SIZE_FRACTION) * short)
-            x0 = int(rng.integers(0, width - side + 1))
-            y0 = int(rng.integers(0, height - side + 1))
-            box = (x0, y0, x0 + side, y0 + side)
-            if _overlaps(box, taken, gap):
-                continue
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
             color = COLORS[int(rng.integers(len(COLORS)))]
-            _draw_shape(draw, shape, box, _jittered(rng, COLOR_RGB[color]))
+            side = max(2, round(rng.uniform(*SIZE_FRACTION) * short))
+            tall = max(2, round(side * rng.uniform(*TRIANGLE_HEIGHT))) if shape == "triangle" else side
+            x0 = int(rng.integers(0, width - side + 1))
+            y0 = int(rng.integers(0, height - tall + 1))
+            box = (x0, y0, x0 + side, y0 + tall)
+            if _overlaps(box, taken, gap):
+                continue
+            _draw_shape(draw, shape, box, _ink(rng, color))
             objects.append(ShapeObject(shape, color, box))
             taken.append(box)
         if not objects:

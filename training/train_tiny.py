@@ -62,7 +62,7 @@ SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the m
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    steps: int = 3200
+    steps: int = 3000
     batch: int = 32
     lr: float = 1.5e-3
     warmup: int = 300
