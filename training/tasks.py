@@ -18,15 +18,15 @@ from tools import answer_text, geometry, prompts
 from training.scenes import COLORS, SHAPES, Scene, ShapeObject
 
 TASK_WEIGHTS: Final[dict[str, float]] = {
-    "detect": 0.30,
-    "segment": 0.18,
+    "detect": 0.36,
+    "segment": 0.15,
     "ocr": 0.12,
-    "caption": 0.07,
-    "describe": 0.05,
-    "count": 0.10,
-    "color": 0.07,
+    "caption": 0.05,
+    "describe": 0.03,
+    "count": 0.12,
+    "color": 0.08,
     "exists": 0.06,
-    "question": 0.05,
+    "question": 0.03,
 }
 NUMBER_WORDS: Final = ("0", "1", "2", "3")
 

