@@ -145,7 +145,7 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reuse-vae", action="store_true", help="use the VQ-VAE already at --vae-out instead of training it"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="training steps of the model (default 2600)")
+    p.add_argument("--steps", type=int, help="training steps of the model (default 2200)")
     p.set_defaults(handler=_train_tiny)
 
 

@@ -64,7 +64,7 @@ SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the m
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    steps: int = 2600
+    steps: int = 2200
     batch: int = 32
     lr: float = 1.5e-3
     warmup: int = 300
@@ -179,6 +179,37 @@ def init_loc_embeddings(model: Any, loc_ids: torch.Tensor, seed: int) -> None:
         embeddings[loc_ids] = (code + noise) * scale
 
 
+def init_vision_embeddings(model: Any, arch: TinyArchitecture, batcher: Batcher, rng: np.random.Generator) -> None:
+    """Start the vision tower able to tell where a patch is and what differs from the background.
+
+    Patches of these light, mostly plain images embed to one large common vector, beside which
+    SigLIP's random position embeddings are too small to survive the layer norms: the first runs
+    learned no locations. So the patch embedding's bias is set to cancel the average patch, and the
+    position embeddings start as a 2-D sine/cosine code of row and column, as large as a patch's
+    content. The architecture is unchanged (both engines load it as any SigLIP).
+    """
+    import torch
+
+    embeddings = next(m for n, m in model.model.vision_tower.named_modules() if n.endswith("embeddings"))
+    pixels = torch.from_numpy(np.stack([model_pixels(batcher.sample(rng)[1], arch.image_size_px) for _ in range(64)]))
+    grid = arch.image_size_px // arch.patch_size_px
+    half = arch.vision_hidden // 2
+
+    def code(positions: torch.Tensor) -> torch.Tensor:
+        periods = torch.logspace(np.log10(2.0), np.log10(4.0 * grid), half // 2)[None, :]
+        angles = 2 * np.pi * positions.float()[:, None] / periods
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    positions = torch.cat([code(rows.flatten()), code(cols.flatten())], dim=1)
+    with torch.no_grad():
+        patches = embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2)  # (N, tokens, hidden)
+        embeddings.patch_embedding.bias -= patches.mean(dim=(0, 1))
+        content = (patches - patches.mean(dim=(0, 1))).norm(dim=-1)
+        scale = float(content.quantile(0.9)) / float(positions.norm(dim=1).mean())
+        embeddings.position_embedding.weight.copy_(positions * scale)
+
+
 def soft_target_loss(logits: torch.Tensor, labels: torch.Tensor, loc_ids: torch.Tensor, sigma: float) -> torch.Tensor:
     """Cross-entropy on the answer tokens; a `<loc>` target is spread over its neighbouring bins (Gaussian)."""
     import torch
@@ -250,6 +281,7 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
     if not bool((loc_ids == torch.arange(int(loc_ids[0]), int(loc_ids[0]) + 1024)).all()):
         raise RuntimeError("the <loc> tokens are not consecutive ids")
     init_loc_embeddings(model, loc_ids, settings.seed)
+    init_vision_embeddings(model, arch, batcher, np.random.default_rng(settings.seed + 1))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(

@@ -102,3 +102,24 @@ def test_loc_embeddings_start_ordinal() -> None:
     emb = torch.nn.functional.normalize(model.get_input_embeddings().weight[loc_ids].detach(), dim=1)
     assert float(emb[500] @ emb[501]) > float(emb[500] @ emb[700]) + 0.3
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied
+
+
+def test_vision_tokens_start_telling_patches_apart(batcher: Batcher) -> None:
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    from server.tiny_model import paligemma_config
+    from training.train_tiny import init_vision_embeddings
+
+    model = PaliGemmaForConditionalGeneration(paligemma_config(batcher.tokenizer, TRAINED_ARCHITECTURE))
+    scene = make_scene(np.random.default_rng(3), kind="shapes", size=(400, 400))
+    pixels = torch.from_numpy(model_pixels(scene.image, TRAINED_ARCHITECTURE.image_size_px))[None]
+
+    def spread() -> float:
+        with torch.no_grad():
+            tokens = model.model.vision_tower(pixels).last_hidden_state[0]
+        return float((tokens - tokens.mean(0)).norm(dim=1).mean() / tokens.norm(dim=1).mean())
+
+    before = spread()
+    init_vision_embeddings(model, TRAINED_ARCHITECTURE, batcher, np.random.default_rng(0))
+    assert spread() > max(0.3, 3 * before)  # SigLIP's random start leaves every patch alike here
