@@ -36,9 +36,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--model", default=TINY_NAME, help="tiny (the shipped trained model) or a checkpoint folder")
+    parser.add_argument("--baselines-only", action="store_true", help="print the commonest-answer rates and stop")
     args = parser.parse_args()
     held_out = evaluate.held_out_scenes(args.scenes)
     requests = [r for i, s in enumerate(held_out) for r in evaluate.requests_for(i, s)]
+    baselines = evaluate.commonest_answer_rates(requests)
+    print(
+        "always the commonest answer: " + ", ".join(f"VQA {task} exact {rate:.3f}" for task, rate in baselines.items())
+    )
+    if args.baselines_only:
+        return
     source = resolve(args.model)
     columns: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}

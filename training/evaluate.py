@@ -159,6 +159,16 @@ def _typed(request: Request, scene: scenes.Scene, text: str, decoder: VaeDecoder
     return AnswerResult(**common, question=request.prompt, lang="en", answer=text.strip())
 
 
+def commonest_answer_rates(requests: Sequence[Request]) -> dict[str, float]:
+    """How often always giving the commonest answer would be right, per VQA task: the bar to beat."""
+    rates: dict[str, float] = {}
+    for task in ("count", "color"):
+        answers = [r.expected for r in requests if r.task == task]
+        if answers:
+            rates[task] = max(answers.count(a) for a in set(answers)) / len(answers)
+    return rates
+
+
 # --- scores ---------------------------------------------------------------------------------
 
 
