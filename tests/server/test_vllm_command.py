@@ -137,8 +137,8 @@ def test_hub_ids_and_preset_hub_ids_resolve() -> None:
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        pytest.param("no-such-preset", "a preset (", id="unknown-name"),
-        pytest.param("./missing/dir", "a preset (", id="missing-relative-path"),
+        pytest.param("no-such-preset", r"a preset \(", id="unknown-name"),
+        pytest.param("./missing/dir", r"a preset \(", id="missing-relative-path"),
     ],
 )
 def test_unresolvable_models(model: str, message: str) -> None:
