@@ -101,7 +101,7 @@ def test_a_run_sends_the_boxes_and_the_picture_back_to_the_model(
     ("name", "arguments", "message"),
     [
         pytest.param("read_text", {"image": "img_9"}, "no image with handle 'img_9'", id="unknown-handle"),
-        pytest.param("read_text", {"image": "/etc/passwd"}, "local files must lie under", id="local-file"),
+        pytest.param("read_text", {"image": "/etc/passwd"}, "named by its handle", id="local-file"),
         pytest.param("read_text", "{not json", "not valid JSON", id="bad-json"),
         pytest.param("locate_objects", {"image": "img_1", "objects": []}, "at least 1 item", id="no-objects"),
     ],

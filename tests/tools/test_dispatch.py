@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -18,6 +17,7 @@ from PIL import Image
 import tools
 from tests.hostile_images import HOSTILE
 from tests.images import data_uri, gradient_image, png_bytes
+from tests.tools.conftest import run
 from tests.tools.fake_endpoint import Behaviour, fake_endpoint
 from tools.dispatch import arun_tool_call, run_tool_call
 from tools.image_store import ImageStore
@@ -206,9 +206,10 @@ def test_hostile_calls_get_an_error_result_and_no_endpoint_request(
         client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
         started = time.process_time()
         if asynchronous:
-            output = asyncio.run(arun_tool_call(call, client=client, images=images))
+            output = run(arun_tool_call(call, client=client, images=images), client)
         else:
-            output = run_tool_call(call, client=client, images=images)
+            with client:
+                output = run_tool_call(call, client=client, images=images)
         assert time.process_time() - started < 2.0
     assert output.outcome.error is not None and message in output.outcome.error
     assert json.loads(output.outcome.text)["error"] == output.outcome.error and len(output.messages) == 1
@@ -228,9 +229,10 @@ def test_hostile_images_by_data_uri_get_a_result(name: str, asynchronous: bool) 
     with fake_endpoint(behaviour) as base_url:
         client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
         if asynchronous:
-            output = asyncio.run(arun_tool_call(call, client=client))
+            output = run(arun_tool_call(call, client=client), client)
         else:
-            output = run_tool_call(call, client=client)
+            with client:
+                output = run_tool_call(call, client=client)
     if output.outcome.error is None:
         assert behaviour.requests[-1] == "/v1/chat/completions"
         assert [o.label for o in output.outcome.result.objects] == ["cat"]  # type: ignore[union-attr]
@@ -241,10 +243,10 @@ def test_hostile_images_by_data_uri_get_a_result(name: str, asynchronous: bool) 
 def test_a_box_without_label_from_the_endpoint_keeps_the_asked_name(images: ImageStore) -> None:
     behaviour = Behaviour(answer="<loc0100><loc0200><loc0300><loc0400>")
     with fake_endpoint(behaviour) as base_url:
-        client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
-        output = run_tool_call(
-            chat_call("locate_objects", {"image": "img_1", "objects": ["cow"]}), client=client, images=images
-        )
+        with tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0) as client:
+            output = run_tool_call(
+                chat_call("locate_objects", {"image": "img_1", "objects": ["cow"]}), client=client, images=images
+            )
     payload = json.loads(output.messages[0]["content"])
     assert [o["label"] for o in payload["objects"]] == ["cow"]
     assert "labelled 'cow'" in payload["issues"][0]["reason"]

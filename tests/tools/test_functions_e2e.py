@@ -105,7 +105,8 @@ def test_segment_without_the_checkpoint_keeps_boxes_and_codes_and_says_how(
         base_url=tiny_server.base_url, vae_path=tmp_path / "absent.npz", download_vae=False, max_retries=0
     )
     answer = f"<loc0100><loc0200><loc0800><loc0900>{SEGS} cat"
-    result = tools.segment_objects(gradient_image(), "cat", client=missing, extra_body=forced(answer))
+    with missing:
+        result = tools.segment_objects(gradient_image(), "cat", client=missing, extra_body=forced(answer))
     assert not result.masks_decoded
     (cat,) = result.objects
     assert cat.codes == CODES and cat.mask is None and cat.area_px is None
@@ -208,7 +209,7 @@ def test_endpoint_down_is_a_clear_error(unused_port_url: str) -> None:
 
 def test_wrong_model_name_is_a_clear_error(tiny_server: TinyServer) -> None:
     wrong = tools.PaliGemmaClient(base_url=tiny_server.base_url, model="paligemma-nope", max_retries=0)
-    with pytest.raises(tools.EndpointRequestError, match=r"HTTP 404.*paligemma-nope"):
+    with wrong, pytest.raises(tools.EndpointRequestError, match=r"HTTP 404.*paligemma-nope"):
         tools.caption_image(gradient_image(), client=wrong)
 
 

@@ -74,7 +74,7 @@ def test_mcp_session_gets_an_error_result(name: str, arguments: dict[str, Any]) 
         server = build_server(McpSettings(), client)
 
         async def call() -> Any:
-            async with Client(server) as session:
+            async with client, Client(server) as session:
                 return await session.call_tool(name, arguments)
 
         started = time.process_time()
@@ -92,7 +92,8 @@ def test_langchain_tool_gets_an_error_message(name: str, arguments: dict[str, An
         by_name = {t.name: t for t in langchain_tools(client=client, images=store())}
         tool = by_name[name]
         started = time.process_time()
-        message = tool.invoke({"type": "tool_call", "id": "call_1", "name": name, "args": arguments})
+        with client:
+            message = tool.invoke({"type": "tool_call", "id": "call_1", "name": name, "args": arguments})
         no_request_within_budget(behaviour, started)
     assert isinstance(message, ToolMessage)
     assert "error" in json.loads(message.content if isinstance(message.content, str) else json.dumps(message.content))

@@ -90,7 +90,7 @@ def test_ainvoke_runs_the_async_path(forced_client: tools.PaliGemmaClient, image
     ("name", "arguments", "message"),
     [
         pytest.param("read_text", {"image": "img_9"}, "no image with handle 'img_9'", id="unknown-handle"),
-        pytest.param("read_text", {"image": "/etc/passwd"}, "local files must lie under", id="local-file"),
+        pytest.param("read_text", {"image": "/etc/passwd"}, "named by its handle", id="local-file"),
         pytest.param("locate_objects", {"image": "img_1"}, "objects: Field required", id="missing-argument"),
         pytest.param("locate_objects", {"image": "img_1", "objects": "cat"}, "valid list", id="not-a-list"),
         pytest.param("locate_objects", {"image": "img_1", "objects": ["a"], "x": 1}, "x: Extra inputs", id="extra"),

@@ -8,6 +8,7 @@ or read the boxes back in the wrong order or scale, fails these tests.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,9 @@ MASK_IOU_MIN = 0.7
 
 
 @pytest.fixture(scope="module")
-def client(trained_server: TinyServer) -> tools.PaliGemmaClient:
-    return tools.PaliGemmaClient(base_url=trained_server.base_url, model=trained_server.model)
+def client(trained_server: TinyServer) -> Iterator[tools.PaliGemmaClient]:
+    with tools.PaliGemmaClient(base_url=trained_server.base_url, model=trained_server.model) as c:
+        yield c
 
 
 def scene_with(size: tuple[int, int], *, first_seed: int, want: str | None = None, kind: str = "shapes") -> Scene:
