@@ -42,8 +42,6 @@ class TinyArchitecture:
 
 
 RANDOM_ARCHITECTURE = TinyArchitecture()
-IMAGE_SIZE_PX = RANDOM_ARCHITECTURE.image_size_px
-PATCH_SIZE_PX = RANDOM_ARCHITECTURE.patch_size_px
 IMAGE_TOKENS = RANDOM_ARCHITECTURE.image_tokens
 README = """\
 # Tiny random-weight PaliGemma 2 (paligemma-tools)

@@ -172,7 +172,7 @@ def commonest_answer_rates(requests: Sequence[Request]) -> dict[str, float]:
 # --- scores ---------------------------------------------------------------------------------
 
 
-def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
@@ -185,7 +185,7 @@ def matched_ious(
 ) -> list[float]:
     """Greedy one-to-one matching by IoU within a label: the IoU of every true box (0 if unmatched)."""
     pairs = sorted(
-        ((_box_iou(t, f), i, j) for i, (tl, t) in enumerate(truth) for j, (fl, f) in enumerate(found) if tl == fl),
+        ((box_iou(t, f), i, j) for i, (tl, t) in enumerate(truth) for j, (fl, f) in enumerate(found) if tl == fl),
         reverse=True,
     )
     best = [0.0] * len(truth)

@@ -17,7 +17,7 @@ from PIL import Image
 
 import tools
 from tests.conftest import TinyServer
-from training import evaluate
+from training.evaluate import box_iou
 from training.scenes import Scene, ShapeObject, make_scene, object_mask
 
 pytestmark = [
@@ -47,10 +47,6 @@ def scene_with(size: tuple[int, int], *, first_seed: int, want: str | None = Non
         if want is None or any(o.name == want for o in scene.objects):
             return scene
     raise AssertionError(f"no {want} among 500 scenes")
-
-
-def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    return evaluate._box_iou(a, b)
 
 
 def best_iou(found: tools.Detections | tools.Segments, truth: ShapeObject, label: str) -> float:
