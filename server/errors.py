@@ -2,7 +2,7 @@
 
 ServeError                 `paligemma serve` cannot start or keep a server
 ├── MissingPackageError    vLLM (or torch/transformers) is not installed
-├── CheckpointError        the model is absent, gated, or unreachable
+├── ModelSourceError       the model is absent, gated, or unreachable
 └── PortInUseError         something already listens on the port
 """
 
@@ -17,8 +17,8 @@ class MissingPackageError(ServeError):
     """A package needed for serving is not installed."""
 
 
-class CheckpointError(ServeError):
-    """The checkpoint is absent, gated, or cannot be reached."""
+class ModelSourceError(ServeError):
+    """The model to serve (preset, hub id or folder) is absent, gated, or cannot be reached."""
 
 
 class PortInUseError(ServeError):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.errors import CheckpointError, MissingPackageError
-from server.presets import PRESETS, Preset
+from server.errors import MissingPackageError, ModelSourceError
+from server.presets import PRESETS, Preset, max_model_len
 from server.tiny_model import is_tiny_model
 
-_ROOM_FOR_PROMPT_AND_ANSWER = 768
 TINY_NAME = "tiny"  # `--model tiny`: the tiny PaliGemma 2 trained on the synthetic domain, shipped here
 TINY_TRAINED_DIR = Path(__file__).parent / "checkpoints" / "paligemma2-tiny-shapes"
 
@@ -37,14 +35,13 @@ def _max_model_len_from_config(config: dict[str, object]) -> int | None:
     size, patch = vision.get("image_size"), vision.get("patch_size")
     if not isinstance(size, int) or not isinstance(patch, int) or patch <= 0:
         return None
-    image_tokens = (size // patch) ** 2
-    return math.ceil((image_tokens + _ROOM_FOR_PROMPT_AND_ANSWER) / 256) * 256
+    return max_model_len((size // patch) ** 2)
 
 
 def _local(path: Path) -> ModelSource:
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(
+        raise ModelSourceError(
             f"{path} has no config.json, so it is not a checkpoint folder. "
             "Pass a folder saved by transformers (config.json, *.safetensors, tokenizer), "
             "a preset name (see `paligemma presets`) or a hub id."
@@ -52,9 +49,9 @@ def _local(path: Path) -> ModelSource:
     try:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_path} cannot be read as JSON ({e}); the checkpoint is damaged.") from e
+        raise ModelSourceError(f"{config_path} cannot be read as JSON ({e}); the checkpoint is damaged.") from e
     if config.get("model_type") != "paligemma":
-        raise CheckpointError(
+        raise ModelSourceError(
             f"{path} holds a {config.get('model_type')!r} model, not PaliGemma; serve a PaliGemma 2 checkpoint."
         )
     tiny = is_tiny_model(path)
@@ -71,7 +68,7 @@ def resolve(model: str) -> ModelSource:
     """Resolve a preset name, an existing local path, or a hub id (`owner/name`)."""
     if model == TINY_NAME:
         if not (TINY_TRAINED_DIR / "config.json").is_file():
-            raise CheckpointError(
+            raise ModelSourceError(
                 f"the trained tiny checkpoint is missing from {TINY_TRAINED_DIR} (a damaged install?). "
                 "Reinstall paligemma-tools, or rebuild it with `paligemma train-tiny` (about an hour on 2 cores)."
             )
@@ -88,7 +85,7 @@ def resolve(model: str) -> ModelSource:
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
         return ModelSource(model, model, False)
     known = ", ".join(PRESETS)
-    raise CheckpointError(
+    raise ModelSourceError(
         f"{model!r} is neither {TINY_NAME!r}, a preset ({known}), an existing folder, nor a hub id (owner/name)."
     )
 
@@ -108,7 +105,7 @@ def check_available(source: ModelSource) -> None:
         return  # cached: vLLM loads it (and fetches missing weight files if it can)
     url = f"https://huggingface.co/{source.location}"
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise CheckpointError(
+        raise ModelSourceError(
             f"{source.location} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. "
             f"Download it on a connected machine (`hf download {source.location}`) and copy the cache, "
             "or pass a local checkpoint folder."
@@ -116,17 +113,17 @@ def check_available(source: ModelSource) -> None:
     try:
         huggingface_hub.auth_check(source.location)
     except GatedRepoError as e:
-        raise CheckpointError(
+        raise ModelSourceError(
             f"{source.location} is gated: accept its licence at {url} with your Hugging Face account, "
             "then log in (`hf auth login`) or set HF_TOKEN."
         ) from e
     except RepositoryNotFoundError as e:
-        raise CheckpointError(
+        raise ModelSourceError(
             f"{source.location} was not found on the hub (or it is private and no token was given). "
             f"Check the id at {url}, or pick a preset from `paligemma presets`."
         ) from e
     except Exception as e:  # connection refused, DNS failure, proxy error: all mean "unreachable"
-        raise CheckpointError(
+        raise ModelSourceError(
             f"{source.location} is not in the local cache and the Hugging Face hub cannot be reached "
             f"({type(e).__name__}: {e}). Connect this machine, copy a downloaded cache, "
             "or pass a local checkpoint folder."

@@ -19,6 +19,11 @@ _HEADROOM = 1.25  # activations, CUDA context, KV cache for a handful of sequenc
 GPU_SIZES_GIB = (24, 40, 48, 80)  # L4/A10G, A100-40G, L40S/A6000, A100/H100-80G
 
 
+def max_model_len(image_tokens: int) -> int:
+    """The context vLLM needs: image tokens + prompt + answer, rounded up to a multiple of 256."""
+    return math.ceil((image_tokens + _ANSWER_AND_PROMPT_TOKENS) / 256) * 256
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named PaliGemma 2 checkpoint and the settings that fit it."""
@@ -34,8 +39,7 @@ class Preset:
 
     @property
     def max_model_len(self) -> int:
-        """Image tokens + prompt + answer, rounded up to a multiple of 256."""
-        return math.ceil((self.image_tokens + _ANSWER_AND_PROMPT_TOKENS) / 256) * 256
+        return max_model_len(self.image_tokens)
 
     @property
     def weights_gib(self) -> float:

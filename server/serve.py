@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -146,8 +145,3 @@ def dry_run_text(the_plan: Plan) -> str:
     command = the_plan.command
     masked = {k: ("***" if k == "VLLM_API_KEY" else v) for k, v in command.env.items()}
     return VllmCommand(command.argv, masked).shell() if masked != command.env else command.shell()
-
-
-def quote_for_docs(the_plan: Plan) -> str:
-    """The dry-run line with this machine's interpreter written as `python`."""
-    return dry_run_text(the_plan).replace(shlex.quote(sys.executable), "python")

@@ -17,7 +17,7 @@ import pytest
 
 import tools
 from server import serve
-from server.errors import CheckpointError
+from server.errors import ModelSourceError
 from server.model_source import check_available, resolve
 from server.process import free_port
 from server.vllm_command import ServeOptions
@@ -33,7 +33,7 @@ def _gpu_present() -> bool:
 def _checkpoint_reason() -> str | None:
     try:
         check_available(resolve(PRESET))
-    except CheckpointError as e:
+    except ModelSourceError as e:
         return str(e)
     return None
 

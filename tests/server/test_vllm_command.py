@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import CheckpointError, ServeError
+from server.errors import ModelSourceError, ServeError
 from server.hardware import Hardware
 from server.model_source import ModelSource, resolve
 from server.presets import PRESETS
@@ -142,16 +142,16 @@ def test_hub_ids_and_preset_hub_ids_resolve() -> None:
     ],
 )
 def test_unresolvable_models(model: str, message: str) -> None:
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(ModelSourceError, match=message):
         resolve(model)
 
 
 def test_local_folder_checks(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"no config\.json"):
+    with pytest.raises(ModelSourceError, match=r"no config\.json"):
         resolve(str(tmp_path))
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(CheckpointError, match="not PaliGemma"):
+    with pytest.raises(ModelSourceError, match="not PaliGemma"):
         resolve(str(tmp_path))
     (tmp_path / "config.json").write_text("{broken")
-    with pytest.raises(CheckpointError, match="cannot be read as JSON"):
+    with pytest.raises(ModelSourceError, match="cannot be read as JSON"):
         resolve(str(tmp_path))
