@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 
 import tools
-from benchmarks.common import data_uri, photo_like, print_table, tiny_model
+from benchmarks.common import image_data_uri, photo_like, print_table, tiny_model
 from server import serve
 from server.process import free_port
 from server.vllm_command import ServeOptions
-from tools.agent_json import dumps, to_agent_json
-from tools.dispatch import arun_tool_call
+from tools.agents import McpSettings, arun_tool_call, build_server, to_agent_json
+from tools.agents.payload import dumps
 from tools.image_store import ImageStore
-from tools.mcp_server import McpSettings, build_server
 from tools.models import Box, Segment, Segments
 
 OBJECTS = [f"thing {i}" for i in range(20)]
@@ -74,7 +73,7 @@ async def overheads(base_url: str, calls: int) -> dict[str, float]:
 
     results = {"direct": await median_ms(direct, calls), "dispatcher": await median_ms(dispatched, calls)}
     server = build_server(McpSettings(annotated_images=False), client)
-    uri = data_uri(image)  # an MCP call carries the image itself: no conversation store
+    uri = image_data_uri(image)  # an MCP call carries the image itself: no conversation store
     async with Client(server) as session:
 
         async def direct_uri() -> Any:
@@ -99,7 +98,7 @@ def _png(image: Any) -> bytes:
 
 def dispatcher_work(repeats: int = 2000) -> dict[str, float]:
     """Microseconds of the dispatcher's own steps on a 20-object result (no endpoint involved)."""
-    from tools.dispatch import _prepare, _success
+    from tools.agents.dispatch import _prepare, _success
 
     image = photo_like(640, 480, seed=3)
     store = ImageStore()
@@ -149,7 +148,7 @@ def sizes() -> list[list[str]]:
         ("5 segments (outlines)", seg, False),
         ("5 segments with full masks (COCO RLE)", seg, True),
     ):
-        compact = dumps(to_agent_json(result, include_masks=masks))
+        compact = dumps(to_agent_json(result, mask_coco_rle=masks))
         full = result.model_dump_json()
         rows.append([label, f"{len(compact):,}", f"~{len(compact) // 4:,}", f"{len(full):,}"])
     return rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import statistics
 import tempfile
@@ -16,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tools import data_uri
+
 
 def photo_like(width: int, height: int, seed: int) -> Image.Image:
     """A deterministic RGB image with structure and noise (compresses like a photo, not a flat fill)."""
@@ -26,11 +27,10 @@ def photo_like(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
-def data_uri(image: Image.Image, fmt: str = "PNG") -> str:
+def image_data_uri(image: Image.Image, fmt: str = "PNG") -> str:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
-    mime = "png" if fmt == "PNG" else "jpeg"
-    return f"data:image/{mime};base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data_uri("image/png" if fmt == "PNG" else "image/jpeg", buffer.getvalue())
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 from PIL import Image
 
-from benchmarks.common import data_uri, photo_like, print_table, tiny_model
+from benchmarks.common import image_data_uri, photo_like, print_table, tiny_model
 from tests.hostile_images import HOSTILE
 from tests.mcp_http import mcp_http_server
 
@@ -197,7 +197,7 @@ async def load(base_url: str, calls: int) -> tuple[int, float]:
 async def mcp_load(url: str, clients: int) -> int:
     from mcp import Client
 
-    image = data_uri(photo_like(120, 90, seed=2))
+    image = image_data_uri(photo_like(120, 90, seed=2))
     errors = 0
 
     async def one() -> None:

@@ -11,7 +11,6 @@ run once untimed before the timed passes (median of 3). Prints a table.
 from __future__ import annotations
 
 import argparse
-import base64
 import concurrent.futures
 import io
 import statistics
@@ -26,6 +25,7 @@ from benchmarks.common import TransformersLoop, median_ms, photo_like, print_tab
 from server import serve
 from server.process import free_port
 from server.vllm_command import ServeOptions
+from tools import data_uri
 
 PROMPT = "detect cat"
 CONCURRENCIES = (1, 4, 16)
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args()
     files = [jpeg_bytes(photo_like(640, 480, seed)) for seed in range(args.requests)]
-    uris = ["data:image/jpeg;base64," + base64.b64encode(f).decode() for f in files]
+    uris = [data_uri("image/jpeg", f) for f in files]
 
     with tiny_model() as checkpoint:
         compiled = measure_served(checkpoint, uris, args.new_tokens, eager=False)

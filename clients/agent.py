@@ -18,10 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tools import ImagePolicy, PaliGemmaClient
-from tools.dispatch import run_tool_call
-from tools.image_store import ImageStore
-from tools.openai_tools import openai_tools
+from tools import ImagePolicy, ImageStore, PaliGemmaClient
+from tools.agents import openai_tools, run_tool_call
 
 SYSTEM = (
     "You answer questions about images by calling vision tools backed by PaliGemma 2. "

@@ -1,4 +1,4 @@
-"""`paligemma detect|segment|ocr|ask|caption PATHS...`: one task over many images, resumable.
+"""`paligemma VERB PATHS...` (a verb per task: detect, segment, ocr, ask...): one task over many images, resumable.
 
 Results go to a JSON Lines file, one record per image (errors too). Re-running the same
 command with the same output skips the images already done; an interrupted run loses
@@ -18,52 +18,31 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tqdm import tqdm
 
 import tools
-from tools.errors import EndpointError, PaliGemmaError
+from tools import EndpointError, Options, PaliGemmaError, Task
 
-Task = Literal["detect", "segment", "ocr", "ask", "caption"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
 
 
 @dataclass(frozen=True)
 class Job:
-    """What to do to every image."""
+    """What to do to every image: one task of the registry, with its options."""
 
-    task: Task
-    objects: tuple[str, ...] = ()
-    question: str = ""
-    detail: Literal["short", "long"] = "short"
-    lang: str = "en"
+    task: Task[Any, Any]
+    options: Options
 
     @property
     def prompt(self) -> str:
-        """The PaliGemma prompt every image gets."""
-        from tools import prompts
-
-        if self.task == "detect":
-            return prompts.detect(self.objects)
-        if self.task == "segment":
-            return prompts.segment(self.objects)
-        if self.task == "ocr":
-            return prompts.ocr()
-        if self.task == "ask":
-            return prompts.answer(self.question, self.lang)
-        return prompts.caption(self.detail, self.lang)
+        """The PaliGemma prompt every image gets (a PromptError for options that cannot make one)."""
+        return self.task.request(self.options)[0]
 
     async def run(self, path: Path, client: tools.PaliGemmaClient) -> tools.ToolResult:
-        if self.task == "detect":
-            return await tools.alocate_objects(path, self.objects, client=client)
-        if self.task == "segment":
-            return await tools.asegment_objects(path, self.objects, client=client)
-        if self.task == "ocr":
-            return await tools.aread_text(path, client=client)
-        if self.task == "ask":
-            return await tools.aanswer_visual_question(path, self.question, lang=self.lang, client=client)
-        return await tools.acaption_image(path, detail=self.detail, lang=self.lang, client=client)
+        result: tools.ToolResult = await tools.arun_task(self.task, path, self.options, client=client)
+        return result
 
 
 def find_images(paths: Iterable[str], *, exclude: Iterable[Path] = ()) -> list[Path]:
@@ -98,11 +77,7 @@ def _record(path: Path, result: tools.ToolResult | None, error: Exception | None
             "retry": isinstance(error, EndpointError),  # the endpoint may answer next time; a bad image won't
         }
     assert result is not None
-    data = result.model_dump(mode="json")
-    if isinstance(result, tools.Segments):
-        for obj, segment in zip(data["objects"], result.objects, strict=True):
-            obj["mask_coco_rle"] = segment.coco_rle()
-    return {"path": str(path), "ok": True, "result": data}
+    return {"path": str(path), "ok": True, "result": result.to_json(mask_coco_rle=True)}
 
 
 class ResultsFile:
@@ -163,11 +138,9 @@ async def _one(
 def _save_annotated(
     path: Path, result: tools.Detections | tools.Segments, folder: Path, client: tools.PaliGemmaClient
 ) -> None:
-    from tools.annotate import annotate
-
     folder.mkdir(parents=True, exist_ok=True)
     image = tools.load_image(path, client.image_policy).image
-    annotate(image, result).save(folder / annotated_name(path))
+    tools.annotate(image, result).save(folder / annotated_name(path))
 
 
 async def run_batch(
@@ -224,14 +197,13 @@ def write_coco(results: ResultsFile, images: list[Path], destination: Path) -> i
         )
         for obj in result.get("objects", []):
             category = categories.setdefault(obj["label"], len(categories) + 1)
-            box = obj["box"]
-            width, height = box["x_max"] - box["x_min"], box["y_max"] - box["y_min"]
+            box = tools.Box.model_validate(obj["box"])
             annotation = {
                 "id": len(coco["annotations"]) + 1,
                 "image_id": image_id,
                 "category_id": category,
-                "bbox": [box["x_min"], box["y_min"], width, height],
-                "area": obj.get("area_px") if obj.get("area_px") is not None else width * height,
+                "bbox": list(box.coco_xywh),
+                "area": obj.get("area_px") if obj.get("area_px") is not None else box.width * box.height,
                 "iscrowd": 0,
             }
             if obj.get("mask_coco_rle"):

@@ -25,21 +25,28 @@ from PIL import Image
 
 from clients.chat_turns import (
     LANGUAGES,
-    TASKS,
+    MENU,
     TIMES,
+    MenuEntry,
     Message,
-    Task,
-    as_task,
     code_span,
     escape_markdown,
-    run_task,
+    menu_entry,
+    run_entry,
     user_text,
 )
-from tools.agent_json import to_agent_json
-from tools.client import PaliGemmaClient
-from tools.errors import ImageError, PaliGemmaError
-from tools.images import EncodedImage, LoadedImage, encode_for_model, load_image
-from tools.models import ToolResult
+from tools import (
+    EncodedImage,
+    ImageError,
+    LoadedImage,
+    PaliGemmaClient,
+    PaliGemmaError,
+    ToolResult,
+    encode_for_model,
+    error_message,
+    load_image,
+)
+from tools.agents import to_agent_json
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -103,12 +110,7 @@ def _read_upload(payload: Mapping[str, Any], client: PaliGemmaClient) -> LoadedI
 
 
 def _error_text(error: BaseException) -> str:
-    if isinstance(error, PaliGemmaError):
-        return f"**Error:** {escape_markdown(str(error))}"
-    return (
-        f"**Unexpected error** ({escape_markdown(type(error).__name__)}): {escape_markdown(str(error))}. "
-        "This is a bug in the chat app; the server log has the details."
-    )
+    return f"**Error:** {escape_markdown(error_message(error, 'the chat app'))}"
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -154,7 +156,7 @@ class _Handlers:
     ) -> AsyncIterator[Outputs]:
         async with session.lock:
             await self._switch_image(session, payload)
-            chosen, lang, text = as_task(task), (lang or "en").strip(), text or ""
+            chosen, lang, text = menu_entry(task), (lang or "en").strip(), text or ""
             if chosen is not None:
                 session.history.append({"role": "user", "content": user_text(chosen, lang, text)})
                 if session.image is not None:
@@ -167,7 +169,7 @@ class _Handlers:
                 yield list(session.history), session, to_agent_json(result), result.raw_text
 
     async def _reply(
-        self, session: ChatSession, chosen: Task | None, task: str, lang: str, text: str
+        self, session: ChatSession, chosen: MenuEntry | None, task: str, lang: str, text: str
     ) -> tuple[Any, ToolResult | None]:
         """The assistant's message content and the result it shows, or what went wrong (and None)."""
         if chosen is None:
@@ -177,30 +179,30 @@ class _Handlers:
                 return "The uploaded image could not be read (see above). Upload or paste another one.", None
             return "Upload or paste an image first (the image box on the left), then press Run.", None
         try:
-            if chosen == "free" and session.encoded is None:
+            if chosen.task is None and session.encoded is None:  # free prompts: the image is encoded once
                 session.encoded = await asyncio.to_thread(
                     encode_for_model, session.image, min_side_px=self.client.send_min_side_px
                 )
-            answer = await run_task(self.client, session.image, chosen, lang=lang, text=text, encoded=session.encoded)
+            answer = await run_entry(self.client, session.image, chosen, lang=lang, text=text, encoded=session.encoded)
         except Exception as e:  # a failure is an answer in the conversation, never a dead page
             if not isinstance(e, PaliGemmaError):
-                logger.exception("chat turn %r failed unexpectedly", chosen)
+                logger.exception("chat turn %r failed unexpectedly", chosen.label)
             return _error_text(e), None
         if answer.drawn is None:
             return answer.markdown, answer.result
         png = await asyncio.to_thread(session.save_png, answer.drawn)
-        return [answer.markdown, {"path": png, "alt_text": f"{chosen} result drawn on the image"}], answer.result
+        return [answer.markdown, {"path": png, "alt_text": f"{chosen.label} result drawn on the image"}], answer.result
 
 
 def _task_controls(task: str) -> tuple[Any, Any]:
     import gradio as gr
 
-    chosen = as_task(task)
+    chosen = menu_entry(task)
     if chosen is None:
         return gr.Dropdown(), gr.Textbox()
-    spec = TASKS[chosen]
-    text = gr.Textbox(visible=spec.text_label is not None, label=spec.text_label or "", placeholder=spec.placeholder)
-    return gr.Dropdown(visible=spec.uses_lang), text
+    label = chosen.text_label
+    text = gr.Textbox(visible=label is not None, label=label or "", placeholder=chosen.placeholder)
+    return gr.Dropdown(visible=chosen.uses_lang), text
 
 
 def build_app(
@@ -228,9 +230,7 @@ def build_app(
                     height=360,
                     elem_id="image",
                 )
-                task = gr.Dropdown(
-                    [(spec.label, name) for name, spec in TASKS.items()], value="caption", label="Task", elem_id="task"
-                )
+                task = gr.Dropdown(list(MENU), value="Caption", label="Task", elem_id="task")
                 lang = gr.Dropdown(
                     list(LANGUAGES), value="en", label="Language", allow_custom_value=True, elem_id="lang"
                 )

@@ -1,4 +1,4 @@
-"""One turn of the chat app: the tasks it offers, running one on an image, and how the answer reads.
+"""One turn of the chat app: its task menu (from the task registry), running one on an image, how the answer reads.
 
 Markdown for Gradio's Chatbot: model text is escaped so it shows literally (`<loc..>`,
 `*`, `#`); located objects are listed in words and drawn on the image.
@@ -8,52 +8,100 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
-from typing import Any, Literal, get_args
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
-from tools import functions, parsing, prompts
-from tools.annotate import annotate
-from tools.client import PaliGemmaClient
-from tools.images import EncodedImage, LoadedImage, encode_for_model
-from tools.models import Detections, Segments, ToolResult
-from tools.readable import object_lines
+from tools import (
+    MAX_TOKENS,
+    TASKS,
+    Detections,
+    EncodedImage,
+    LoadedImage,
+    PaliGemmaClient,
+    Segments,
+    Task,
+    ToolResult,
+    annotate,
+    arun_task,
+    encode_for_model,
+    free_prompt,
+    object_lines,
+    parse_located,
+)
 
-Task = Literal["caption", "describe", "ocr", "answer", "detect", "segment", "free"]
 Message = dict[str, Any]  # one Chatbot message: {"role": ..., "content": ...}
 
 DRAWN_MAX_SIDE = 1024  # drawn images in the conversation; boxes are computed on the original
+FREE_PROMPT = "Free prompt"  # a prompt typed whole, sent as it is: the one menu entry that is no task
 FREE_PROMPT_MAX_TOKENS = 256  # for free prompts that start with no known task prefix
 TIMES = "\u00d7"
-_LOC = re.compile(r"<loc\d{4}>")
-_SEG = re.compile(r"<seg\d{3}>")
 _MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # CommonMark lets a backslash escape any ASCII punctuation
 
 
 @dataclass(frozen=True)
-class _TaskSpec:
-    label: str  # in the dropdown
-    text_label: str | None  # the text box's label; None hides it
+class MenuEntry:
+    """One entry of the task menu: a task of the registry with the options the entry fixes, or the free prompt."""
+
+    label: str
+    task: Task[Any, Any] | None  # None: the free prompt
     placeholder: str = ""
-    uses_lang: bool = False
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def text_option(self) -> str | None:
+        """The option a person types (a question, an answer, object names): the task's one required option."""
+        if self.task is None:
+            return "prompt"
+        required = [name for name, info in self.task.options.model_fields.items() if info.is_required()]
+        return required[0] if required else None
+
+    @property
+    def lists_names(self) -> bool:
+        """Whether the typed text is a list of names, separated with `;`."""
+        if self.task is None or self.text_option is None:
+            return False
+        return typing.get_origin(self.task.options.model_fields[self.text_option].annotation) is list
+
+    @property
+    def text_label(self) -> str | None:
+        """The text box's label; None hides it."""
+        if self.task is None:
+            return "Prompt (sent as is)"
+        if self.text_option is None:
+            return None
+        return self.text_option.capitalize() + (" (separate with ;)" if self.lists_names else "")
+
+    @property
+    def uses_lang(self) -> bool:
+        return self.task is not None and "lang" in self.task.options.model_fields
+
+    def options(self, lang: str, text: str) -> Any:
+        """The task's options for what the person chose and typed."""
+        assert self.task is not None
+        values = dict(self.fixed)
+        if self.uses_lang:
+            values["lang"] = lang
+        if self.text_option is not None:
+            values[self.text_option] = [text] if self.lists_names else text  # names are split on `;` later
+        return self.task.given(**values)
 
 
-TASKS: dict[Task, _TaskSpec] = {
-    "caption": _TaskSpec("Caption", None, uses_lang=True),
-    "describe": _TaskSpec("Describe", None, uses_lang=True),
-    "ocr": _TaskSpec("Read text", None),
-    "answer": _TaskSpec("Ask a question", "Question", "How many cats are there?", uses_lang=True),
-    "detect": _TaskSpec("Detect objects", "Objects (separate with ;)", "cat ; dog"),
-    "segment": _TaskSpec("Segment objects", "Objects (separate with ;)", "cat ; dog"),
-    "free": _TaskSpec("Free prompt", "Prompt (sent as is)", "detect car ; person"),
-}
-assert set(TASKS) == set(get_args(Task))
+def menu(tasks: Sequence[Task[Any, Any]] = TASKS) -> dict[str, MenuEntry]:
+    """The task menu by label: the chat entries of every task, then the free prompt."""
+    entries = [MenuEntry(e.label, task, e.placeholder, e.fixed) for task in tasks for e in task.chat]
+    return {e.label: e for e in [*entries, MenuEntry(FREE_PROMPT, None, "detect car ; person")]}
 
 
-def as_task(name: str) -> Task | None:
-    """The task called `name`, or None."""
-    return next((task for task in TASKS if task == name), None)
+MENU = menu()
+
+
+def menu_entry(label: str) -> MenuEntry | None:
+    """The menu entry called `label`, or None."""
+    return MENU.get(label)
 
 
 # The 36 languages of Crossmodal-3600, on which PaliGemma reports multilingual captioning;
@@ -112,12 +160,11 @@ def _split_labels(result: Detections | Segments) -> list[tuple[str, str]]:
     return [(label, line[len(label) :]) for label, line in zip(labels, object_lines(result), strict=True)]
 
 
-def user_text(task: Task, lang: str, text: str) -> str:
-    spec = TASKS[task]
-    if task == "free":
+def user_text(entry: MenuEntry, lang: str, text: str) -> str:
+    if entry.task is None:
         return code_span(text.strip())
-    words = f"{spec.label} ({escape_markdown(lang)})" if spec.uses_lang else spec.label
-    return f"{words}: {escape_markdown(text.strip())}" if spec.text_label else words
+    words = f"{entry.label} ({escape_markdown(lang)})" if entry.uses_lang else entry.label
+    return f"{words}: {escape_markdown(text.strip())}" if entry.text_option else words
 
 
 # --- running one turn --------------------------------------------------------------------------
@@ -135,11 +182,23 @@ def _drawn(loaded: LoadedImage, result: Detections | Segments) -> Image.Image | 
 
 
 async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: EncodedImage, text: str) -> Answer:
-    prompt = prompts.check_text(text, "prompt")  # one line, no control tokens
-    max_tokens = functions.MAX_TOKENS.get(prompt.split(" ", 1)[0], FREE_PROMPT_MAX_TOKENS)
+    prompt = free_prompt(text)  # one line, no control tokens
+    max_tokens = MAX_TOKENS.get(prompt.split(" ", 1)[0], FREE_PROMPT_MAX_TOKENS)
     completion = await client.acomplete(encoded, prompt, max_tokens=max_tokens)
     raw = f"Raw: {code_span(completion.text)}" if completion.text.strip() else "The model gave an empty answer."
-    if not _LOC.search(completion.text):
+
+    def parse() -> Detections | Segments | None:
+        return parse_located(
+            completion.text,
+            width=loaded.width,
+            height=loaded.height,
+            decoder_for=lambda: client.vae_decoder(completion.model),
+            prompt=prompt,
+            model=completion.model,
+        )
+
+    located = await asyncio.to_thread(parse)
+    if located is None:
         plain = ToolResult(
             image_width=loaded.width,
             image_height=loaded.height,
@@ -149,49 +208,27 @@ async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: En
             truncated=completion.truncated,
         )
         return Answer(escape_markdown(completion.text.strip()) or raw, plain)
-
-    def parse() -> Detections | Segments:
-        text, width, height = completion.text, loaded.width, loaded.height
-        if _SEG.search(text):
-            decoder = client.vae_decoder(completion.model)
-            return parsing.parse_segments(
-                text, width=width, height=height, decoder=decoder, prompt=prompt, model=completion.model
-            )
-        return parsing.parse_detections(text, width=width, height=height, prompt=prompt, model=completion.model)
-
-    located = await asyncio.to_thread(parse)
     result = located.model_copy(update={"truncated": completion.truncated})
     drawn = await asyncio.to_thread(_drawn, loaded, result)
     return Answer(f"{describe_objects(result)}\n\n{raw}", result, drawn)
 
 
-async def run_task(
+async def run_entry(
     client: PaliGemmaClient,
     loaded: LoadedImage,
-    task: Task,
+    entry: MenuEntry,
     *,
     lang: str = "en",
     text: str = "",
     encoded: EncodedImage | None = None,
 ) -> Answer:
-    """Run one task on an image already loaded; raises the tools' PaliGemmaError subclasses."""
-    image = loaded.image
-    if task == "caption" or task == "describe":
-        detail: Literal["short", "long"] = "short" if task == "caption" else "long"
-        caption = await functions.acaption_image(image, detail=detail, lang=lang, client=client)
-        return Answer(escape_markdown(caption.caption) or "(empty caption)", caption)
-    if task == "ocr":
-        read = await functions.aread_text(image, client=client)
-        return Answer(escape_markdown(read.text) or "(no text found)", read)
-    if task == "answer":
-        answered = await functions.aanswer_visual_question(image, text, lang=lang, client=client)
-        return Answer(escape_markdown(answered.answer) or "(empty answer)", answered)
-    if task == "detect":
-        found = await functions.alocate_objects(image, text, client=client)
-        return Answer(describe_objects(found), found, await asyncio.to_thread(_drawn, loaded, found))
-    if task == "segment":
-        outlined = await functions.asegment_objects(image, text, client=client)
-        return Answer(describe_objects(outlined), outlined, await asyncio.to_thread(_drawn, loaded, outlined))
-    if encoded is None:
-        encoded = await asyncio.to_thread(encode_for_model, loaded, min_side_px=client.send_min_side_px)
-    return await _free_prompt(client, loaded, encoded, text)
+    """Run one menu entry on an image already loaded; raises the tools' PaliGemmaError subclasses."""
+    if entry.task is None:
+        if encoded is None:
+            encoded = await asyncio.to_thread(encode_for_model, loaded, min_side_px=client.send_min_side_px)
+        return await _free_prompt(client, loaded, encoded, text)
+    result = await arun_task(entry.task, loaded.image, entry.options(lang, text), client=client)
+    if isinstance(result, (Detections, Segments)):
+        return Answer(describe_objects(result), result, await asyncio.to_thread(_drawn, loaded, result))
+    words = getattr(result, entry.task.answer_field or "raw_text")
+    return Answer(escape_markdown(words) or "(empty answer)", result)

@@ -1,17 +1,25 @@
 """The `paligemma` command: serve PaliGemma 2 with vLLM, build the tiny model, run the demo.
 
-Each subcommand imports what it needs when it runs, so `paligemma --help` is instant and
-a tools-only install never imports torch or vLLM.
+The batch verbs and their options come from the task registry (tools/tasks.py). Each
+subcommand imports the heavy parts it needs (vLLM, torch, Gradio, MCP) when it runs, so a
+tools-only install never imports torch or vLLM.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from tools import TASKS, Detections, PaliGemmaError, Segments, Task
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 
@@ -26,6 +34,13 @@ def _gpus(text: str) -> tuple[float, ...]:
     if n < 1 or size <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive count and size, got {text!r}")
     return (size,) * n
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    """Where the PaliGemma endpoint is, for the commands that call one (arguments first, then the environment)."""
+    parser.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
+    parser.add_argument("--model", help="model name (env PALIGEMMA_MODEL; default: ask the endpoint)")
+    parser.add_argument("--api-key", help="key for the endpoint (env PALIGEMMA_API_KEY)")
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -214,9 +229,7 @@ def _add_mcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     p.add_argument("--host", default="127.0.0.1", help="http only")
     p.add_argument("--port", type=int, default=8765, help="http only; the endpoint is http://HOST:PORT/mcp")
-    p.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
-    p.add_argument("--model", help="model name (env PALIGEMMA_MODEL; default: ask the endpoint)")
-    p.add_argument("--api-key", help="key for the endpoint (env PALIGEMMA_API_KEY)")
+    _add_endpoint_options(p)
     p.add_argument(
         "--allow-root",
         action="append",
@@ -231,7 +244,7 @@ def _add_mcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _mcp(args: argparse.Namespace, rest: list[str]) -> int:
-    from tools.mcp_server import McpSettings, run
+    from tools.agents import McpSettings, serve_mcp
 
     settings = McpSettings(
         base_url=args.base_url,
@@ -242,43 +255,47 @@ def _mcp(args: argparse.Namespace, rest: list[str]) -> int:
         max_image_bytes=int(args.max_image_mb * 1024 * 1024),
         annotated_images=not args.no_annotated_images,
     )
-    run(settings, args.transport, host=args.host, port=args.port)
+    serve_mcp(settings, args.transport, host=args.host, port=args.port)
     return 0
 
 
-BATCH_TASKS = {
-    "detect": "locate objects in every image (boxes)",
-    "segment": "outline objects in every image (boxes, masks)",
-    "ocr": "read the text in every image",
-    "ask": "answer one question about every image",
-    "caption": "caption every image",
-}
+def _add_option(parser: argparse.ArgumentParser, name: str, info: FieldInfo) -> None:
+    """A task option as a flag: its name, type, default and description come from the task's options model."""
+    flag, annotation = "--" + name.replace("_", "-"), info.annotation
+    if typing.get_origin(annotation) is list:  # object names: one argument, separated with `;` as in prompts
+        hint = f"{info.description} Here one argument, the names separated with ';': 'cat ; dog'."
+        parser.add_argument(flag, dest=name, required=True, help=hint)
+    elif annotation is bool:
+        action = argparse.BooleanOptionalAction
+        parser.add_argument(flag, dest=name, action=action, default=info.default, help=info.description)
+    elif typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        parser.add_argument(flag, dest=name, choices=choices, default=info.default, help=info.description)
+    elif info.is_required():
+        parser.add_argument(flag, dest=name, required=True, help=info.description)
+    else:
+        parser.add_argument(flag, dest=name, default=info.default, help=info.description)
 
 
-def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    for task, summary in BATCH_TASKS.items():
+def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser], tasks: Sequence[Task[Any, Any]]) -> None:
+    for task in tasks:
         p = sub.add_parser(
-            task,
-            help=f"{summary}; files, folders (recursive) and globs; resumable JSON Lines",
-            description=f"{summary.capitalize()}. Results go to a JSON Lines file, one record per image; "
-            "re-running with the same output skips the images already done. Exit status 1 if any image failed.",
+            task.verb,
+            aliases=[task.name],
+            help=f"{task.summary}; files, folders (recursive) and globs; resumable JSON Lines",
+            description=f"{task.summary.capitalize()} ({task.name}). Results go to a JSON Lines file, one record "
+            "per image; re-running with the same output skips the images already done. Exit status 1 if any "
+            "image failed.",
         )
         p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-        if task in ("detect", "segment"):
-            p.add_argument("--objects", required=True, help="what to find, e.g. 'cat ; dog'")
+        for name, info in task.options.model_fields.items():
+            _add_option(p, name, info)
+        if issubclass(task.result, (Detections, Segments)):
             p.add_argument("--coco", type=Path, help="also write COCO-format JSON here")
             p.add_argument("--annotate-dir", type=Path, help="also save each image with the result drawn here")
-        if task == "ask":
-            p.add_argument("--question", required=True)
-        if task == "caption":
-            p.add_argument("--detail", choices=["short", "long"], default="short")
-        if task in ("ask", "caption"):
-            p.add_argument("--lang", default="en")
-        p.add_argument("-o", "--output", type=Path, default=Path(f"paligemma-{task}.jsonl"), help="results file")
+        p.add_argument("-o", "--output", type=Path, default=Path(f"paligemma-{task.verb}.jsonl"), help="results file")
         p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
-        p.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
-        p.add_argument("--model", help="model name (env PALIGEMMA_MODEL; default: ask the endpoint)")
-        p.add_argument("--api-key", help="key for the endpoint (env PALIGEMMA_API_KEY)")
+        _add_endpoint_options(p)
         p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
         p.add_argument("--extra-body", type=json.loads, help="extra request fields for vLLM, as JSON")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -288,16 +305,14 @@ def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _batch(args: argparse.Namespace, rest: list[str]) -> int:
     import tools
     from clients.batch import Job, main
-    from tools.prompts import split_objects
 
-    objects = split_objects(args.objects) if args.task in ("detect", "segment") else ()
-    job = Job(
-        args.task,
-        objects=objects,
-        question=getattr(args, "question", ""),
-        detail=getattr(args, "detail", "short"),
-        lang=getattr(args, "lang", "en"),
-    )
+    task: Task[Any, Any] = args.task
+    values: dict[str, Any] = {}
+    for name, info in task.options.model_fields.items():
+        value = getattr(args, name)
+        values[name] = [value] if typing.get_origin(info.annotation) is list else value
+    job = Job(task, task.given(**values))
+    job.prompt  # noqa: B018  (a PromptError for a bad option, before any image is looked at)
     if args.concurrency < 1:
         raise SystemExit("paligemma: --concurrency must be at least 1")
     with tools.PaliGemmaClient(
@@ -329,9 +344,7 @@ def _add_chat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the app to the network)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
-    p.add_argument("--model", help="model name (env PALIGEMMA_MODEL; default: ask the endpoint)")
-    p.add_argument("--api-key", help="key for the endpoint (env PALIGEMMA_API_KEY)")
+    _add_endpoint_options(p)
     p.set_defaults(handler=_chat)
 
 
@@ -349,7 +362,8 @@ def _chat(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(tasks: Sequence[Task[Any, Any]] = TASKS) -> argparse.ArgumentParser:
+    """The command line, with one batch verb per task of `tasks`."""
     parser = argparse.ArgumentParser(prog="paligemma", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
@@ -359,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train_tiny,
         _add_demo,
         _add_mcp,
-        _add_batch,
+        functools.partial(_add_batch, tasks=tasks),
         _add_chat,
         _add_fix_cpu_install,
     ):
@@ -370,7 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `paligemma` console script."""
     from server.errors import ServeError
-    from tools.errors import PaliGemmaError
 
     args_in = list(sys.argv[1:] if argv is None else argv)
     passthrough: list[str] = []

@@ -24,7 +24,7 @@ from server.model_source import TINY_NAME
 from server.process import free_port
 from server.tiny_model import is_random_tiny_model
 from server.vllm_command import ServeOptions
-from tools.vae_checkpoint import default_cache_dir
+from tools import default_cache_dir
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -241,7 +241,7 @@ def run_calls(base_url: str, model: str, calls: list[DemoCall]) -> list[tools.To
 def annotated(image: Image.Image, results: list[tools.ToolResult]) -> Image.Image:
     """The image with every segmented object (or, failing that, every located one) drawn."""
     import tools
-    from tools.annotate import annotate
+    from tools import annotate
 
     segments = [r for r in results if isinstance(r, tools.Segments)]
     if segments and any(s.objects for s in segments):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
 from PIL import Image
+
+import tools
 
 
 def gradient_image(width: int = 300, height: int = 200, seed: int = 0) -> Image.Image:
@@ -25,4 +26,4 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def data_uri(image: Image.Image) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+    return tools.data_uri("image/png", png_bytes(image))

@@ -1,10 +1,12 @@
-"""Typed PaliGemma 2 vision tools for agents: OCR, VQA, captions, detection, segmentation.
+"""Typed PaliGemma 2 vision tools: OCR, VQA, captions, detection, segmentation.
 
-Importing this package starts nothing: no client, no download, no torch.
+Importing this package starts nothing: no client, no download, no torch. The tasks are
+defined once in `tools.tasks`; the tools for LLMs (schemas, dispatcher, MCP, adapters) are in
+`tools.agents`, which nothing here imports.
 """
 
+from tools.annotate import annotate
 from tools.client import Completion, PaliGemmaClient
-from tools.dispatch import Outcome, ToolCallOutput, arun_tool_call, run_tool_call
 from tools.errors import (
     CheckpointError,
     EndpointError,
@@ -16,6 +18,7 @@ from tools.errors import (
     OutputParseError,
     PaliGemmaError,
     PromptError,
+    error_message,
 )
 from tools.functions import (
     aanswer_visual_question,
@@ -24,16 +27,18 @@ from tools.functions import (
     alocate_objects,
     answer_visual_question,
     aread_text,
+    arun_task,
     asegment_objects,
     caption_image,
     generate_question,
     locate_objects,
     read_text,
+    run_task,
     segment_objects,
 )
 from tools.image_policy import ImagePolicy
 from tools.image_store import ImageStore
-from tools.images import LoadedImage, load_image
+from tools.images import EncodedImage, ImageSource, LoadedImage, data_uri, encode_for_model, load_image
 from tools.models import (
     AnswerResult,
     Box,
@@ -47,54 +52,73 @@ from tools.models import (
     TextResult,
     ToolResult,
 )
-from tools.openai_tools import openai_tools
-from tools.parsing import parse_detections, parse_segments
+from tools.parsing import parse_detections, parse_located, parse_segments
+from tools.prompts import free_prompt, split_objects
+from tools.readable import object_lines, readable_answer
+from tools.tasks import MAX_TOKENS, TASKS, TASKS_BY_NAME, ChatEntry, Options, Reply, Task
+from tools.vae_checkpoint import default_cache_dir
 
 __all__ = [
+    "MAX_TOKENS",
+    "TASKS",
+    "TASKS_BY_NAME",
     "AnswerResult",
     "Box",
     "CaptionResult",
+    "ChatEntry",
     "CheckpointError",
     "Completion",
     "Detection",
     "Detections",
+    "EncodedImage",
     "EndpointError",
     "EndpointRequestError",
     "EndpointTimeoutError",
     "EndpointUnavailableError",
     "ImageError",
     "ImagePolicy",
+    "ImageSource",
     "ImageStore",
     "InvalidInputError",
     "LoadedImage",
-    "Outcome",
+    "Options",
     "OutputParseError",
     "PaliGemmaClient",
     "PaliGemmaError",
     "ParseIssue",
     "PromptError",
     "QuestionResult",
+    "Reply",
     "Segment",
     "Segments",
+    "Task",
     "TextResult",
-    "ToolCallOutput",
     "ToolResult",
     "aanswer_visual_question",
     "acaption_image",
     "agenerate_question",
     "alocate_objects",
+    "annotate",
     "answer_visual_question",
     "aread_text",
-    "arun_tool_call",
+    "arun_task",
     "asegment_objects",
     "caption_image",
+    "data_uri",
+    "default_cache_dir",
+    "encode_for_model",
+    "error_message",
+    "free_prompt",
     "generate_question",
     "load_image",
     "locate_objects",
-    "openai_tools",
+    "object_lines",
     "parse_detections",
+    "parse_located",
     "parse_segments",
     "read_text",
-    "run_tool_call",
+    "readable_answer",
+    "run_task",
     "segment_objects",
+    "split_objects",
 ]

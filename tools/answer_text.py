@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from tools import geometry
-from tools.parsing import CODES_PER_MASK, MAX_SEG_CODE, OBJECT_SEPARATOR
+from tools.parsing import OBJECT_SEPARATOR
+from tools.vae_decoder import CODEBOOK_SIZE, NUM_CODES
 
 __all__ = ["detection_text", "loc_tokens", "seg_tokens", "segment_text"]
 
@@ -23,8 +24,8 @@ def loc_tokens(bins_yxyx: Sequence[int]) -> str:
 
 def seg_tokens(codes: Sequence[int]) -> str:
     """`<segNNN>` x16 for the 16 VQ-VAE codebook indices of one mask."""
-    if len(codes) != CODES_PER_MASK or any(not 0 <= c <= MAX_SEG_CODE for c in codes):
-        raise ValueError(f"need {CODES_PER_MASK} codes in 0..{MAX_SEG_CODE}, got {codes!r}")
+    if len(codes) != NUM_CODES or any(not 0 <= c < CODEBOOK_SIZE for c in codes):
+        raise ValueError(f"need {NUM_CODES} codes in 0..{CODEBOOK_SIZE - 1}, got {codes!r}")
     return "".join(f"<seg{c:03d}>" for c in codes)
 
 

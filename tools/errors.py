@@ -10,6 +10,8 @@ PaliGemmaError
 │   └── EndpointRequestError       it refused the request (4xx: wrong model name, bad image...)
 ├── OutputParseError           the model's answer cannot be read at all
 └── CheckpointError            the VQ-VAE mask decoder checkpoint is missing or damaged
+
+`error_message` is what a person or an LLM is told about any error, ours or a bug.
 """
 
 from __future__ import annotations
@@ -53,3 +55,10 @@ class OutputParseError(PaliGemmaError):
 
 class CheckpointError(PaliGemmaError):
     """The VQ-VAE checkpoint for mask decoding is missing, unreadable, or fails its checksum."""
+
+
+def error_message(error: BaseException, where: str) -> str:
+    """Our errors' own message; anything else named as a bug in `where` (its traceback belongs in the log)."""
+    if isinstance(error, PaliGemmaError):
+        return str(error)
+    return f"internal error in {where[:100]}: {type(error).__name__}: {str(error)[:500]}"

@@ -383,7 +383,7 @@ def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX
     scale = min(scale, _JPEG_MAX_SIDE_PX / max(image.size))
     original = None
     if loaded.original is not None and loaded.original_mime is not None and max(image.size) <= _JPEG_MAX_SIDE_PX:
-        original = EncodedImage(_data_uri(loaded.original_mime, loaded.original), image.width, image.height)
+        original = EncodedImage(data_uri(loaded.original_mime, loaded.original), image.width, image.height)
         if scale >= 1.0:
             return original  # no re-encoding loss, often smaller
     if scale < 1.0:
@@ -392,11 +392,12 @@ def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX
     buffer = io.BytesIO()
     # 4:4:4 chroma keeps the edges of small text that OCR reads.
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-    encoded = EncodedImage(_data_uri("image/jpeg", buffer.getvalue()), image.width, image.height)
+    encoded = EncodedImage(data_uri("image/jpeg", buffer.getvalue()), image.width, image.height)
     if original is not None and original.bytes_sent <= encoded.bytes_sent:
         return original  # a modest downscale of a well-compressed file can come out larger
     return encoded
 
 
-def _data_uri(mime: str, data: bytes) -> str:
+def data_uri(mime: str, data: bytes) -> str:
+    """`data` as a base64 data URI of type `mime`: how images travel in requests and tool results."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

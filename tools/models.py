@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_seriali
 from pydantic.json_schema import SkipJsonSchema
 
 from tools import geometry, masks
+from tools.vae_decoder import CODEBOOK_SIZE, MASK_SIZE, NUM_CODES
 
 OUTLINE_TOLERANCE_PX = 1.0  # outlines in JSON are simplified to this; `.outline` is exact
 
@@ -90,9 +91,12 @@ class Segment(_Frozen):
         description="The model's four <locNNNN> values (0..1023): y_min, x_min, y_max, x_max."
     )
     codes: tuple[int, ...] = Field(
-        description="The 16 <segNNN> codes (0..127) the VQ-VAE decoder turns into a 64x64 mask.",
-        min_length=16,
-        max_length=16,
+        description=(
+            f"The {NUM_CODES} <segNNN> codes (0..{CODEBOOK_SIZE - 1}) the VQ-VAE decoder turns into a "
+            f"{MASK_SIZE}x{MASK_SIZE} mask."
+        ),
+        min_length=NUM_CODES,
+        max_length=NUM_CODES,
     )
     mask: SkipJsonSchema[np.ndarray[Any, np.dtype[np.bool_]] | None] = Field(
         default=None,
@@ -150,14 +154,15 @@ class ToolResult(_Frozen):
         default=False, description="True when the answer hit the token limit, so its end may be missing."
     )
 
+    def to_json(self, *, mask_coco_rle: bool = False) -> dict[str, Any]:
+        """The result as JSON-ready data; with `mask_coco_rle`, each decoded mask too (`mask_coco_rle` per object)."""
+        return self.model_dump(mode="json")
+
 
 class TextResult(ToolResult):
-    """Text read from the image (prompt `ocr`)."""
+    """Text read from the image (prompt `ocr`: PaliGemma reads any script and takes no language)."""
 
     text: str = Field(description="The text in the image, as PaliGemma read it.")
-    lang: str | None = Field(
-        default=None, description="The expected language, if the caller gave one (PaliGemma's `ocr` reads any)."
-    )
 
 
 class AnswerResult(ToolResult):
@@ -201,5 +206,12 @@ class Segments(ToolResult):
         default=(), description="Parts of the answer that did not parse, or why masks are missing."
     )
     masks_decoded: bool = Field(
-        description="True when the masks were decoded; False when the VQ-VAE checkpoint was unavailable."
+        description="True when the masks were decoded; False when not asked for or no VQ-VAE checkpoint was found."
     )
+
+    def to_json(self, *, mask_coco_rle: bool = False) -> dict[str, Any]:
+        data = super().to_json()
+        if mask_coco_rle:
+            for obj, segment in zip(data["objects"], self.objects, strict=True):
+                obj["mask_coco_rle"] = segment.coco_rle()
+        return data

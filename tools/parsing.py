@@ -11,7 +11,7 @@ else left empty, and a ParseIssue says so. Parsing is linear in the answer's len
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -20,14 +20,15 @@ import numpy as np
 from tools import geometry, masks
 from tools.errors import InvalidInputError, OutputParseError
 from tools.models import Box, Detection, Detections, ParseIssue, Segment, Segments
+from tools.vae_decoder import CODEBOOK_SIZE, NUM_CODES
 
 if TYPE_CHECKING:
     from tools.vae_decoder import VaeDecoder
 
 LOCS_PER_BOX = 4
-CODES_PER_MASK = 16
-MAX_SEG_CODE = 127
 OBJECT_SEPARATOR = " ; "  # between objects in an answer, as in prompts
+LOC_TOKEN = re.compile(r"<loc\d{4}>")
+SEG_TOKEN = re.compile(r"<seg\d{3}>")
 
 _TOKENS = re.compile(
     r"<loc(?P<loc>\d{4})>"
@@ -108,12 +109,12 @@ def _check(group: _Group, mode: Mode, width: int, height: int, asked: Sequence[s
         return f"{len(group.locs)} location tokens where a box has {LOCS_PER_BOX}"
     if any(b >= geometry.LOC_BINS for b in group.locs):
         return f"location bin out of range 0..{geometry.LOC_SCALE}"
-    if mode == "segment" and len(group.segs) != CODES_PER_MASK:
-        return f"{len(group.segs)} segmentation tokens where a mask has {CODES_PER_MASK}"
+    if mode == "segment" and len(group.segs) != NUM_CODES:
+        return f"{len(group.segs)} segmentation tokens where a mask has {NUM_CODES}"
     if mode == "detect" and group.segs:
         return f"{len(group.segs)} segmentation tokens in a detection answer"
-    if any(c > MAX_SEG_CODE for c in group.segs):
-        return f"segmentation code out of range 0..{MAX_SEG_CODE}"
+    if any(c >= CODEBOOK_SIZE for c in group.segs):
+        return f"segmentation code out of range 0..{CODEBOOK_SIZE - 1}"
     if not label:
         label = asked[0] if len(asked) == 1 else ""
     y_min, x_min, y_max, x_max = group.locs
@@ -227,3 +228,25 @@ def parse_segments(
         issues=tuple(issues),
         masks_decoded=decoder is not None,
     )
+
+
+def parse_located(
+    text: str,
+    *,
+    width: int,
+    height: int,
+    decoder_for: Callable[[], VaeDecoder | None] | None = None,
+    prompt: str = "",
+    model: str = "",
+) -> Detections | Segments | None:
+    """The objects in any answer with location tokens (a free prompt's too), or None when it has none.
+
+    Segments when the answer holds `<seg>` tokens, their masks decoded with `decoder_for()`
+    (called only then: getting a decoder may mean loading a checkpoint), else detections.
+    """
+    if not LOC_TOKEN.search(text):
+        return None
+    if SEG_TOKEN.search(text):
+        decoder = decoder_for() if decoder_for is not None else None
+        return parse_segments(text, width=width, height=height, decoder=decoder, prompt=prompt, model=model)
+    return parse_detections(text, width=width, height=height, prompt=prompt, model=model)

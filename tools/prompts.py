@@ -111,6 +111,11 @@ def split_objects(objects: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def free_prompt(text: str) -> str:
+    """A prompt a person typed whole, task prefix included (the chat app's free prompts), checked like caller text."""
+    return check_text(text, "prompt")
+
+
 def ocr() -> str:
     return "ocr"
 

@@ -8,14 +8,10 @@ answer readable, in pixels of the image. See docs/chat-apps.md.
 
 from __future__ import annotations
 
-import re
-
 from tools.models import Detections, Segment, Segments
-from tools.parsing import parse_detections, parse_segments
+from tools.parsing import parse_located
 
 EN_DASH = "\u2013"
-_LOC = re.compile(r"<loc\d{4}>")
-_SEG = re.compile(r"<seg\d{3}>")
 
 
 def object_lines(result: Detections | Segments) -> list[str]:
@@ -32,10 +28,9 @@ def object_lines(result: Detections | Segments) -> list[str]:
 
 def readable_answer(text: str, *, width: int, height: int) -> str:
     """`text` with its located objects written out; text without location tokens is returned as is."""
-    if not _LOC.search(text):
+    result = parse_located(text, width=width, height=height)
+    if result is None:
         return text
-    parse = parse_segments if _SEG.search(text) else parse_detections
-    result = parse(text, width=width, height=height)
     lines = object_lines(result) or ["no objects"]
     lines += [f"(not read: {issue.reason})" for issue in result.issues if issue.text]
     return "; ".join(lines)

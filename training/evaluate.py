@@ -114,7 +114,7 @@ def transformers_results(
     import torch
     from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
-    from tools.functions import MAX_TOKENS
+    from tools.tasks import MAX_TOKENS
 
     model: Any = PaliGemmaForConditionalGeneration.from_pretrained(model_dir, attn_implementation="sdpa")
     model.eval()

@@ -18,9 +18,8 @@ import tools
 from clients.agent import run_agent
 from tests.conftest import TinyServer
 from tests.images import gradient_image, png_bytes
-from tools.dispatch import run_tool_call
+from tools.agents import openai_tools, run_tool_call
 from tools.image_store import ImageStore
-from tools.openai_tools import openai_tools
 
 pytestmark = pytest.mark.vllm
 

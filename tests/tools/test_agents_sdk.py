@@ -16,10 +16,8 @@ from PIL import Image
 
 import tools
 from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1, run
-from tools.agent_tools import TOOLS
-from tools.agents_sdk import agents_sdk_tools
+from tools.agents import TOOLS, agents_sdk_tools, openai_tools
 from tools.image_store import ImageStore
-from tools.openai_tools import openai_tools
 
 pytestmark = pytest.mark.vllm
 

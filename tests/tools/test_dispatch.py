@@ -19,7 +19,7 @@ from tests.hostile_images import HOSTILE
 from tests.images import data_uri, gradient_image, png_bytes
 from tests.tools.conftest import run
 from tests.tools.fake_endpoint import Behaviour, fake_endpoint
-from tools.dispatch import arun_tool_call, run_tool_call
+from tools.agents import arun_tool_call, run_tool_call
 from tools.image_store import ImageStore
 
 

@@ -22,10 +22,8 @@ import tools
 from tests.images import gradient_image
 from tests.tools.conftest import run
 from tests.tools.fake_endpoint import Behaviour, fake_endpoint
-from tools.agents_sdk import agents_sdk_tools
+from tools.agents import McpSettings, agents_sdk_tools, build_server, langchain_tools
 from tools.image_store import ImageStore
-from tools.langchain_tools import langchain_tools
-from tools.mcp_server import McpSettings, build_server
 
 CPU_BUDGET_S = 2.0
 

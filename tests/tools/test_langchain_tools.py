@@ -13,10 +13,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 import tools
 from tests.tools.conftest import DETECTION_BOXES, LOCATE_IMG_1, run
-from tools.agent_tools import TOOLS_BY_NAME
+from tools.agents import TOOLS_BY_NAME, langchain_tools, openai_tools
 from tools.image_store import ImageStore
-from tools.langchain_tools import langchain_tools
-from tools.openai_tools import openai_tools
 
 pytestmark = pytest.mark.vllm
 

@@ -20,8 +20,7 @@ import tools
 from tests.conftest import TinyServer
 from tests.images import data_uri, gradient_image, png_bytes
 from tests.mcp_http import mcp_http_server
-from tools.agent_tools import TOOLS
-from tools.mcp_server import McpSettings, build_server
+from tools.agents import TOOLS, McpSettings, build_server
 
 pytestmark = pytest.mark.vllm
 
@@ -40,7 +39,7 @@ ARGUMENTS: dict[str, dict[str, Any]] = {
     "caption_image": {"detail": None, "lang": "en"},
     "generate_question": {"answer": "two", "lang": None},
     "locate_objects": {"objects": ["cat"]},
-    "segment_objects": {"objects": ["cat"], "include_masks": True},
+    "segment_objects": {"objects": ["cat"], "mask_coco_rle": True},
 }
 
 

@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.agent_tools import TOOLS, TOOLS_BY_NAME
-from tools.dispatch import _prepare
+from tools.agents import TOOLS, TOOLS_BY_NAME, openai_tools
+from tools.agents.dispatch import _prepare
 from tools.image_store import ImageStore
-from tools.openai_tools import openai_tools
 
 # OpenAI's strict mode accepts this subset of JSON Schema (structured-outputs guide, "Supported schemas").
 ALLOWED_KEYWORDS = {
@@ -114,8 +113,21 @@ CASES = [
     pytest.param("caption_image", {"image": "img_1", "detail": None, "lang": None}, id="caption-nulls"),
     pytest.param("caption_image", {"image": "img_1", "detail": "LONG", "lang": None}, id="caption-bad-enum"),
     pytest.param("caption_image", {"image": "img_1", "detail": "short", "lang": 5}, id="caption-number-lang"),
-    pytest.param("segment_objects", {"image": "img_1", "objects": ["a"], "include_masks": True}, id="seg-valid"),
-    pytest.param("segment_objects", {"image": "img_1", "objects": ["a"], "include_masks": "true"}, id="seg-str-bool"),
+    pytest.param(
+        "segment_objects",
+        {"image": "img_1", "objects": ["a"], "decode_masks": None, "mask_coco_rle": True},
+        id="seg-valid",
+    ),
+    pytest.param(
+        "segment_objects",
+        {"image": "img_1", "objects": ["a"], "decode_masks": None, "mask_coco_rle": "true"},
+        id="seg-str-bool",
+    ),
+    pytest.param(
+        "segment_objects",
+        {"image": "img_1", "objects": ["a"], "decode_masks": 0, "mask_coco_rle": None},
+        id="seg-number-bool",
+    ),
     pytest.param("answer_visual_question", {"image": "img_1", "question": "why?", "lang": None}, id="vqa-valid"),
     pytest.param("answer_visual_question", {"image": "img_1", "question": ["why?"], "lang": None}, id="vqa-list"),
     pytest.param("read_text", {"image": "img_1"}, id="ocr-valid"),
@@ -149,7 +161,8 @@ argument_objects = st.fixed_dictionaries(
         "objects": json_values | st.lists(st.sampled_from(["cat", "dog"]), max_size=3),
         "detail": st.sampled_from(["short", "long", "huge", None]),
         "lang": st.sampled_from(["en", None, 3]),
-        "include_masks": st.sampled_from([True, False, None, "yes"]),
+        "mask_coco_rle": st.sampled_from([True, False, None, "yes"]),
+        "decode_masks": st.sampled_from([True, False, None, 1]),
         "question": json_values,
         "answer": json_values,
         "unexpected": json_values,
