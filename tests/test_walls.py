@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +103,51 @@ def test_the_check_sees_private_uses(tmp_path: Path) -> None:
         "4: tools.agents._Call",
         "5: tools.functions",
     ]
+
+
+# --- what the tests import is declared ----------------------------------------------------------
+# Serving comes from the `cpu` or `gpu` extra, whichever the machine has, so it is not in `dev`.
+SERVING_MODULES = {"torch", "transformers", "safetensors", "vllm"}
+OURS = {"server", "tools", "clients", "training", "tests", "benchmarks"}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement(text: str) -> tuple[str, set[str]]:
+    """The distribution a requirement names, and its extras."""
+    match = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", text)
+    assert match is not None, text
+    return canonical(match[1]), {extra.strip() for extra in (match[2] or "").split(",") if extra.strip()}
+
+
+def declared_distributions() -> set[str]:
+    """The distributions the main dependencies and the `dev` extra declare, with the project's extras it names."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras: dict[str, list[str]] = project["optional-dependencies"]
+    found: set[str] = set()
+    todo, done = [*project["dependencies"], *extras["dev"]], {"dev"}
+    while todo:
+        name, wanted = requirement(todo.pop())
+        if name != canonical(project["name"]):
+            found.add(name)
+            continue
+        for extra in wanted - done:
+            done.add(extra)
+            todo += extras[extra]
+    return found
+
+
+def test_every_module_the_tests_import_is_declared() -> None:
+    by_module = importlib.metadata.packages_distributions()
+    declared = declared_distributions()
+    missing = {}
+    for path in sources("tests"):
+        for module, _, line in imported(path):
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top in OURS or top in SERVING_MODULES:
+                continue
+            if not {canonical(d) for d in by_module.get(top, [])} & declared:
+                missing.setdefault(top, f"{path.relative_to(ROOT)}:{line}")
+    assert missing == {}

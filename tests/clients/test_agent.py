@@ -13,11 +13,12 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 import tools
 from clients.agent import run_agent
 from tests.conftest import TinyServer
-from tests.images import gradient_image, png_bytes
+from tests.images import data_uri, gradient_image, png_bytes
 from tools.agents import openai_tools, run_tool_call
 from tools.image_store import ImageStore
 
@@ -85,21 +86,64 @@ def llm_decode(tiny_server: TinyServer, ids: list[int]) -> str:
     return text
 
 
-def test_agent_loop_prints_calls_and_answers(llm: openai.OpenAI, tiny_server: TinyServer) -> None:
+def test_agent_loop_gives_up_after_its_steps(llm: openai.OpenAI, tiny_server: TinyServer) -> None:
+    """One step, spent on the named tool call: the loop says so and returns no answer."""
     said: list[str] = []
     with tools.PaliGemmaClient(base_url=tiny_server.base_url, max_retries=0) as paligemma:
         answer = run_agent(
             "Describe the image.",
-            "data:image/png;base64," + __import__("base64").b64encode(png_bytes(gradient_image())).decode(),
+            data_uri(gradient_image()),
             llm=llm,
             llm_model=tiny_server.model,
             paligemma=paligemma,
-            max_steps=3,
+            max_steps=1,
             first_tool="caption_image",
             llm_extra_body={"chat_template": AGENT_TEMPLATE, "max_tokens": 200, "temperature": 0},
             say=said.append,
         )
     assert said[0].startswith("tool call: caption_image(")
     assert said[1].startswith('  -> {"image_width":300')  # the dispatcher's compact JSON
-    assert any(line.startswith("answer:") for line in said) or said[-1].startswith("no answer after")
-    assert isinstance(answer, str)
+    assert said[2:] == ["no answer after 1 steps"] and answer == ""
+
+
+class ScriptedLLM:
+    """An agent LLM that calls caption_image on its first turn and answers in words on its second."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.chat = self
+        self.completions = self
+
+    def create(self, **request: Any) -> ChatCompletion:
+        self.requests.append({**request, "messages": list(request["messages"])})  # as sent, not as grown later
+        if len(self.requests) == 1:
+            arguments = json.dumps({"image": "img_1", "detail": None, "lang": None})
+            call = {"id": "call_1", "type": "function", "function": {"name": "caption_image", "arguments": arguments}}
+            message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
+        else:
+            message = {"role": "assistant", "content": "It is a colour gradient."}
+        return ChatCompletion.model_validate(
+            {
+                "id": f"reply-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "scripted",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+            }
+        )
+
+
+def test_agent_loop_answers_once_the_llm_stops_calling_tools(tiny_server: TinyServer) -> None:
+    llm, said = ScriptedLLM(), list[str]()
+    forced = {"structured_outputs": {"choice": ["a gradient"]}}
+    with tools.PaliGemmaClient(base_url=tiny_server.base_url, max_retries=0, extra_body=forced) as paligemma:
+        answer = run_agent(
+            "Describe the image.", data_uri(gradient_image()), llm=llm, llm_model="m", paligemma=paligemma,
+            say=said.append,
+        )  # fmt: skip
+    assert answer == "It is a colour gradient." and said[-1] == "answer: It is a colour gradient."
+    assert said[0] == 'tool call: caption_image({"image": "img_1", "detail": null, "lang": null})'
+    tool_message = llm.requests[1]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
+    assert json.loads(tool_message["content"])["caption"] == "a gradient"  # PaliGemma's answer reached the LLM
+    assert [t["function"]["name"] for t in llm.requests[0]["tools"]] == [t.name for t in tools.TASKS]

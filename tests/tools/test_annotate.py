@@ -89,17 +89,13 @@ def test_a_result_for_another_image_is_refused() -> None:
         annotate(white(10, 10), detections("", width=400, height=300))
 
 
-def test_ten_thousand_labels_are_drawn_within_budget() -> None:
-    import time
-
+def test_ten_thousand_labels_draw_a_bounded_legend() -> None:
     from tools import parse_detections
     from tools.annotate import MAX_DRAWN_OBJECTS, MAX_LEGEND_LABELS
 
     answer = " ; ".join(f"<loc0100><loc0100><loc0900><loc0900> label {i}" for i in range(10_000))
     result = parse_detections(answer, width=640, height=480)
     assert len(result.objects) == 10_000
-    started = time.process_time()
-    drawn = annotate(Image.new("RGB", (640, 480)), result, max_side=768)
-    assert time.process_time() - started < 2.0
+    drawn = annotate(Image.new("RGB", (640, 480)), result, max_side=768)  # its CPU time: benchmarks/budgets.py
     assert drawn.width == 640 and drawn.height < 480 + 40 * (MAX_LEGEND_LABELS + 3)
     assert MAX_DRAWN_OBJECTS == 100

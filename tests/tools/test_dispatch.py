@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -204,13 +203,11 @@ def test_hostile_calls_get_an_error_result_and_no_endpoint_request(
     behaviour = Behaviour()
     with fake_endpoint(behaviour) as base_url:
         client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
-        started = time.process_time()
         if asynchronous:
             output = run(arun_tool_call(call, client=client, images=images), client)
         else:
             with client:
                 output = run_tool_call(call, client=client, images=images)
-        assert time.process_time() - started < 2.0
     assert output.outcome.error is not None and message in output.outcome.error
     assert json.loads(output.outcome.text)["error"] == output.outcome.error and len(output.messages) == 1
     assert behaviour.requests == []

