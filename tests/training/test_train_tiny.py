@@ -13,7 +13,7 @@ from server.tiny_model import build_processor, build_tokenizer
 from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH
 from training import tasks
 from training.scenes import make_scene
-from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, TrainSettings, model_pixels, train
+from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, Item, TrainSettings, model_pixels, train
 
 CODES = {"circle": tuple(range(16)), "square": tuple(range(16, 32)), "triangle": tuple(range(32, 48))}
 
@@ -32,7 +32,7 @@ def test_batches_equal_what_paligemma_processor_builds(batcher: Batcher, seed: i
     expected = processor(
         text="<image>" + example.prompt, images=scene.image, suffix=example.answer, return_tensors="np"
     )
-    batch = batcher.collate([(example, scene.image)])
+    batch = batcher.collate([Item(example, scene.image, scene)])
     assert batch["input_ids"][0].tolist() == expected["input_ids"][0].tolist()
     assert batch["token_type_ids"][0].tolist() == expected["token_type_ids"][0].tolist()
     labels = expected["labels"][0] if "labels" in expected else None
@@ -42,9 +42,10 @@ def test_batches_equal_what_paligemma_processor_builds(batcher: Batcher, seed: i
 
 
 def test_causal_rows_have_no_two_way_prefix(batcher: Batcher) -> None:
-    image = Image.new("RGB", (64, 64), "white")
+    scene = make_scene(np.random.default_rng(0), kind="word", max_side=200)
     example = tasks.Example("ocr", "ocr", "CAT")
-    batch = batcher.collate([(example, image), (example, image)], causal=[False, True])
+    item = Item(example, scene.image, scene)
+    batch = batcher.collate([item, item], causal=[False, True])
     assert batch["token_type_ids"][0].sum() == 4  # "CAT" + <eos>
     assert batch["token_type_ids"][1].sum() == batch["attention_mask"][1].sum()
 
@@ -61,6 +62,7 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, TrainSettings(steps=3, batch=4, warmup=1, save_every=3))
     log = json.loads((out / "train_log.json").read_text())
     assert log["steps_done"] == 3 and len(log["losses"]) == 3 and all(np.isfinite(log["losses"]))
+    assert [step for step, _ in log["location_error_bins"]] == [0, 2]
     assert (out / "loss_curve.png").stat().st_size > 0
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
     assert model.config.vision_config.image_size == TRAINED_ARCHITECTURE.image_size_px
@@ -123,3 +125,30 @@ def test_vision_tokens_start_telling_patches_apart(batcher: Batcher) -> None:
     before = spread()
     init_vision_embeddings(model, TRAINED_ARCHITECTURE, batcher, np.random.default_rng(0))
     assert spread() > max(0.3, 3 * before)  # SigLIP's random start leaves every patch alike here
+
+
+def test_the_batch_carries_per_patch_targets_for_the_auxiliary_heads(batcher: Batcher) -> None:
+    import torch
+
+    from training.aux_heads import AuxiliaryHeads
+    from training.patch_targets import IGNORE
+
+    rng = np.random.default_rng(1)
+    batch = batcher.collate([batcher.sample(rng, "detect") for _ in range(4)])
+    cells = (TRAINED_ARCHITECTURE.image_size_px // TRAINED_ARCHITECTURE.patch_size_px) ** 2
+    assert batch["patch_kind"].shape == (4, cells) and batch["patch_box_bins"].shape == (4, cells, 4)
+    assert bool((batch["patch_box_bins"] != IGNORE).any())
+    heads = AuxiliaryHeads(16)
+    features = torch.randn(4, cells, 16, requires_grad=True)
+    loss = heads.loss(features, batch, torch.randn(1024, 16), sigma=3.0)
+    loss.backward()  # type: ignore[no-untyped-call]
+    assert bool(torch.isfinite(loss)) and features.grad is not None and float(features.grad.abs().sum()) > 0
+
+
+def test_a_sampled_example_is_of_the_task_asked_for(batcher: Batcher) -> None:
+    rng = np.random.default_rng(2)
+    for task in tasks.TASK_WEIGHTS:
+        item = batcher.sample(rng, task)
+        assert item.example.task == task
+        if task == "ocr":
+            assert item.scene.word is not None and item.example.answer == item.scene.word.text
