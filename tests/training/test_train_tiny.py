@@ -152,3 +152,12 @@ def test_a_sampled_example_is_of_the_task_asked_for(batcher: Batcher) -> None:
         assert item.example.task == task
         if task == "ocr":
             assert item.scene.word is not None and item.example.answer == item.scene.word.text
+
+
+def test_loc_targets_narrow_to_hard_ones() -> None:
+    from training.train_tiny import loc_sigma_at
+
+    settings = TrainSettings(steps=1000, loc_sigma_bins=3.0, hard_loc_targets_from=0.5)
+    widths = [loc_sigma_at(step, settings) for step in (0, 250, 499, 500, 999)]
+    assert widths[0] == 3.0 and widths[1] == pytest.approx(1.5) and 0 < widths[2] < 0.01
+    assert widths[3] == 0.0 and widths[4] == 0.0
