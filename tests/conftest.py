@@ -16,6 +16,10 @@ from server.process import free_port
 from server.tiny_model import build_tiny_model
 from server.vllm_command import ServeOptions
 
+# How long a test waits for vLLM to get healthy: as long as `paligemma serve` does, since a CPU
+# machine busy with other work (a training run) starts it many times slower than an idle one.
+START_TIMEOUT_S = 900
+
 settings.register_profile("default", max_examples=200, deadline=None)
 settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
@@ -58,7 +62,7 @@ def tiny_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     )
     options = ServeOptions(model=str(tiny_model_dir), port=free_port(), vllm_args=agent_llm)
     the_plan = serve.plan(options, device="cpu")
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=300) as server:
+    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S) as server:
         yield TinyServer(
             base_url=the_plan.command.base_url,
             model=the_plan.command.served_model_name,
@@ -73,7 +77,7 @@ def trained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinySer
     """One vLLM server on the trained tiny model (`paligemma serve --model tiny`), as a user starts it."""
     log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny-trained.log"
     the_plan = serve.plan(ServeOptions(model=TINY_NAME, port=free_port()), device="cpu")
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=300) as server:
+    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S) as server:
         yield TinyServer(
             base_url=the_plan.command.base_url,
             model=the_plan.command.served_model_name,

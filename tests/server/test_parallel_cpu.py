@@ -16,6 +16,7 @@ import pytest
 from server import serve
 from server.process import free_port
 from server.vllm_command import ServeOptions, cpu_binding
+from tests.conftest import START_TIMEOUT_S
 from tests.images import data_uri, gradient_image
 from tests.reference import TransformersReference
 
@@ -65,7 +66,7 @@ def test_parallel_server_answers_like_transformers(
         seed: [s.token_id for s in reference.greedy(gradient_image(160, 120, seed=seed), "detect cat", 8, "causal")]
         for seed in range(6)
     }
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=300):
+    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S):
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
             answers = dict(
                 zip(

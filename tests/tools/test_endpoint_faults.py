@@ -19,7 +19,7 @@ import tools
 from server import serve
 from server.process import free_port
 from server.vllm_command import ServeOptions
-from tests.conftest import TinyServer
+from tests.conftest import START_TIMEOUT_S, TinyServer
 from tests.fault_proxy import Fault, FaultProxy
 from tests.images import gradient_image
 
@@ -106,7 +106,7 @@ def test_server_killed_mid_batch_then_restarted_and_resumed(tiny_model_dir: Path
         "--timeout", "10",
     ]  # fmt: skip
     try:
-        with serve.running(the_plan, echo=False, timeout_s=300):
+        with serve.running(the_plan, echo=False, timeout_s=START_TIMEOUT_S):
             batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 5):
@@ -121,7 +121,7 @@ def test_server_killed_mid_batch_then_restarted_and_resumed(tiny_model_dir: Path
         assert all(r["retry"] and r["error_type"] == "EndpointUnavailableError" for r in failed)
 
         proxy.reset_counts()
-        with serve.running(the_plan, echo=False, timeout_s=300):  # restarted on the same port
+        with serve.running(the_plan, echo=False, timeout_s=START_TIMEOUT_S):  # restarted on the same port
             again = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr
         final = [json.loads(line) for line in output.read_text().splitlines()]
