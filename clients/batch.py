@@ -72,7 +72,7 @@ def _record(path: Path, result: tools.ToolResult | None, error: Exception | None
         return {
             "path": str(path),
             "ok": False,
-            "error": str(error),
+            "error": tools.error_message(error, "the batch"),
             "error_type": type(error).__name__,
             "retry": isinstance(error, EndpointError),  # the endpoint may answer next time; a bad image won't
         }

@@ -8,7 +8,6 @@ prints the truth beside each answer. With `--model PRESET` it serves real weight
 
 from __future__ import annotations
 
-import base64
 import functools
 import io
 import json
@@ -19,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from clients.openai_examples import image_message
 from server import serve
 from server.model_source import TINY_NAME
 from server.process import free_port
 from server.tiny_model import is_random_tiny_model
 from server.vllm_command import ServeOptions
-from tools import default_cache_dir
+from tools import data_uri, default_cache_dir
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -52,7 +52,7 @@ def demo_scene() -> Scene:
 def _png_data_uri(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+    return data_uri("image/png", buffer.getvalue())
 
 
 def ask_with_openai_sdk(base_url: str, model: str, image: Image.Image, prompt: str) -> str:
@@ -64,15 +64,7 @@ def ask_with_openai_sdk(base_url: str, model: str, image: Image.Image, prompt: s
         model=model,
         max_tokens=64,
         temperature=0,
-        messages=[
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": _png_data_uri(image)}},
-                    {"type": "text", "text": prompt},
-                ],
-            }
-        ],
+        messages=image_message(_png_data_uri(image), prompt),
     )
     return reply.choices[0].message.content or ""
 

@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tools.vae_decoder import CODEBOOK_SIZE, MASK_SIZE
 from training.scenes import SHAPES, Shape, _draw_shape
 
 if TYPE_CHECKING:
     import torch
 
-MASK_SIZE = 64
-CODEBOOK_SIZE = 128
 EMBEDDING_DIM = 512
 SUPERSAMPLE = 4
 BOX_JITTER = 0.06  # how far a mask's shape may sit off its 64x64 canvas (fraction of a side)
