@@ -74,6 +74,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--kv-cache-gib", type=int, help="CPU only: KV cache size in whole GiB (default 4, tiny model 1)")
     p.add_argument(
+        "--attention",
+        choices=["prefix", "causal"],
+        default="prefix",
+        help="prefix: PaliGemma's own mask, image and prompt two-way (default); causal: vLLM's plain one",
+    )
+    p.add_argument(
         "--api-key", default=os.environ.get("PALIGEMMA_API_KEY"), help="require this key (env PALIGEMMA_API_KEY)"
     )
     p.add_argument("--gpus", type=_gpus, help="with --dry-run: plan for other GPUs, COUNTxGIB such as 4x80")
@@ -104,6 +110,7 @@ def _serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
         kv_cache_gib=args.kv_cache_gib,
         eager=args.eager,
         api_key=args.api_key,
+        attention=args.attention,
         vllm_args=tuple(vllm_args),
     )
     the_plan = serve.plan(options, device=args.device, gpus=args.gpus)
@@ -160,7 +167,7 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reuse-vae", action="store_true", help="use the VQ-VAE already at --vae-out instead of training it"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="training steps of the model (default 2200)")
+    p.add_argument("--steps", type=int, help="training steps of the model (default 6000)")
     p.set_defaults(handler=_train_tiny)
 
 

@@ -19,6 +19,7 @@ from server.errors import MissingPackageError
 from server.model_source import ModelSource, check_available, resolve
 from server.process import VllmServer, check_port_free
 from server.vllm_command import ServeOptions, VllmCommand, build_command
+from server.vllm_plugin import ATTENTION_ENV, HEADER, PLUGIN_NAME, Attention
 
 DEFAULT_HEALTH_TIMEOUT_S = 900.0  # a 28B checkpoint can take minutes to load
 
@@ -44,8 +45,12 @@ def plan(
         hardware = hw.Hardware("cuda", gpus, hardware.cpu_ids, hardware.memory_gib)
     source = resolve(options.model)
     command = build_command(options, source, hardware)
-    # A variable the user exported wins over our default; the child inherits it.
-    ours = {k: v for k, v in command.env.items() if k not in os.environ}
+    # A variable the user exported wins over our default; the child inherits it. The attention
+    # mode is an option, not a default: its variable is always ours.
+    ours = {k: v for k, v in command.env.items() if k not in os.environ or k == ATTENTION_ENV}
+    allowed = os.environ.get("VLLM_PLUGINS")
+    if allowed is not None and PLUGIN_NAME not in allowed.split(","):
+        ours["VLLM_PLUGINS"] = ",".join(p for p in (allowed, PLUGIN_NAME) if p)  # an allowlist must keep ours
     command = dataclasses.replace(command, env=ours)
     return Plan(source, hardware, command)
 
@@ -81,6 +86,12 @@ def running(
         yield server
 
 
+ATTENTION_SUMMARY: dict[Attention, str] = {
+    "prefix": "prefix, PaliGemma's own (image and prompt attend both ways, the answer causally)",
+    "causal": "causal, vLLM's default (every token attends only to earlier ones; not PaliGemma's mask)",
+}
+
+
 def usage_banner(command: VllmCommand, device: str) -> str:
     """What to paste to use the server: base URL, model name, curl and openai SDK examples."""
     url, model = command.base_url, command.served_model_name
@@ -101,6 +112,7 @@ def usage_banner(command: VllmCommand, device: str) -> str:
     return "\n".join(
         [
             f"PaliGemma is served ({device}) at {url} as model {model!r}.",
+            f"Attention: {ATTENTION_SUMMARY[command.attention]} (response header {HEADER}).",
             "",
             "curl (one image per request; photo.jpg is yours):",
             f"  curl -s {url}/chat/completions -H 'Content-Type: application/json' \\",

@@ -16,6 +16,7 @@ from typing import Literal
 from server.errors import ServeError
 from server.hardware import Hardware
 from server.model_source import ModelSource
+from server.vllm_plugin import ATTENTION_ENV, MIDDLEWARE, Attention
 
 CPU_KV_CACHE_GIB_TINY = 1
 CPU_KV_CACHE_GIB = 4
@@ -44,6 +45,7 @@ class ServeOptions:
     kv_cache_gib: int | None = None  # vLLM reads VLLM_CPU_KVCACHE_SPACE as whole GiB
     eager: bool | None = None  # skip torch.compile; None: on CPU yes, on GPU no
     api_key: str | None = None
+    attention: Attention = "prefix"  # PaliGemma's own mask, or vLLM's plain causal one
     vllm_args: tuple[str, ...] = ()
 
 
@@ -56,6 +58,7 @@ class VllmCommand:
     served_model_name: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
+    attention: Attention = "causal"
 
     @property
     def base_url(self) -> str:
@@ -125,6 +128,23 @@ def _dtype(options: ServeOptions, source: ModelSource, hardware: Hardware) -> st
     return "float32"
 
 
+def attention_args(attention: Attention, hardware: Hardware) -> tuple[list[str], dict[str, str]]:
+    """vLLM options and environment for an attention mode (server/vllm_plugin.py does the work)."""
+    argv = ["--middleware", MIDDLEWARE]  # the x-paligemma-attention response header, in both modes
+    env: dict[str, str] = {ATTENTION_ENV: attention}
+    if attention == "causal":
+        return argv, env
+    # A prefix split across steps cannot attend two-way exactly, so whole prompts only. Every
+    # layer keeps all its KV blocks: a prefix-cache hit on a prompt longer than Gemma 2's sliding
+    # window (896 px checkpoints) re-reads the whole prefix, which the hybrid manager would drop.
+    argv += ["--no-enable-chunked-prefill", "--disable-hybrid-kv-cache-manager"]
+    if hardware.device == "cuda":
+        argv += ["--attention-backend", "TRITON_ATTN"]  # the GPU backend with prefix ranges
+    else:
+        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # the runner whose prompt lengths the CPU backend reads
+    return argv, env
+
+
 def build_command(
     options: ServeOptions,
     source: ModelSource,
@@ -164,7 +184,8 @@ def build_command(
             argv += [flag, str(size)]
     if options.distributed_executor_backend is not None:
         argv += ["--distributed-executor-backend", options.distributed_executor_backend]
-    env: dict[str, str] = {}
+    attention_argv, env = attention_args(options.attention, hardware)
+    argv += attention_argv
     # On CPU, eager mode starts in ~25 s instead of ~45 s (torch.compile), and the serving
     # benchmark shows no steady throughput difference between the two (docs/benchmarks.md).
     eager = options.eager if options.eager is not None else hardware.device == "cpu"
@@ -179,4 +200,4 @@ def build_command(
     if options.api_key is not None:
         env["VLLM_API_KEY"] = options.api_key  # in the environment, not on a visible command line
     argv += options.vllm_args
-    return VllmCommand(tuple(argv), env, served_name, options.host, options.port)
+    return VllmCommand(tuple(argv), env, served_name, options.host, options.port, options.attention)

@@ -34,8 +34,17 @@ def test_dry_run_prints_the_command_and_starts_nothing(tiny_model_dir: Path) -> 
     result = run_cli("serve", "--model", str(tiny_model_dir), "--port", "8123", "--dry-run", "--", "--seed", "7")
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
-    assert line.startswith("VLLM_CPU_KVCACHE_SPACE=1 ")
+    assert line.startswith("PALIGEMMA_ATTENTION=prefix VLLM_CPU_KVCACHE_SPACE=1 VLLM_USE_V2_MODEL_RUNNER=0 ")
     assert "--port 8123" in line and line.endswith("--enforce-eager --seed 7")
+    assert "--no-enable-chunked-prefill" in line  # a prefix is attended two-way only when never split
+
+
+def test_dry_run_with_causal_attention(tiny_model_dir: Path) -> None:
+    result = run_cli("serve", "--model", str(tiny_model_dir), "--attention", "causal", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("PALIGEMMA_ATTENTION=causal VLLM_CPU_KVCACHE_SPACE=1 ")
+    assert "--no-enable-chunked-prefill" not in line and "VLLM_USE_V2_MODEL_RUNNER" not in line
 
 
 def test_port_in_use_says_so(tiny_model_dir: Path) -> None:

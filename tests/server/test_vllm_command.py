@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from server import serve
 from server.errors import ModelSourceError, ServeError
 from server.hardware import Hardware
 from server.model_source import ModelSource, resolve
 from server.presets import PRESETS
 from server.vllm_command import ServeOptions, VllmCommand, build_command, chat_template_path, cpu_binding
+from server.vllm_plugin import MIDDLEWARE
 
 CPU = Hardware("cpu", (), (0, 1), 24.0)
 ONE_L4 = Hardware("cuda", (24.0,), (0, 1, 2, 3), 64.0)
@@ -35,7 +38,11 @@ def test_cpu_command_for_a_local_checkpoint(tiny_model_dir: Path) -> None:
     assert flag(command, "--chat-template-content-format") == "openai"
     assert json.loads(flag(command, "--limit-mm-per-prompt") or "") == {"image": 1}
     assert "--enforce-eager" in command.argv
-    assert command.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert command.env == {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "PALIGEMMA_ATTENTION": "prefix",  # PaliGemma's own mask by default (server/vllm_plugin.py)
+        "VLLM_USE_V2_MODEL_RUNNER": "0",
+    }
     assert command.base_url == "http://127.0.0.1:8000/v1"
 
 
@@ -60,7 +67,7 @@ def test_presets_get_the_settings_that_fit(
     assert ("--enforce-eager" in command.argv) is (hardware.device == "cpu")  # CPU starts eager
     if hardware.device == "cuda":
         assert command.argv[:2] == ("vllm", "serve")
-        assert command.env == {}
+        assert command.env == {"PALIGEMMA_ATTENTION": "prefix"}
     else:
         assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "4"
 
@@ -155,3 +162,64 @@ def test_local_folder_checks(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(ModelSourceError, match="cannot be read as JSON"):
         resolve(str(tmp_path))
+
+
+PREFIX_FLAGS = ("--no-enable-chunked-prefill", "--disable-hybrid-kv-cache-manager")
+
+
+@pytest.mark.parametrize(
+    ("attention", "hardware", "flags", "env"),
+    [
+        pytest.param(
+            "prefix",
+            CPU,
+            PREFIX_FLAGS,
+            {"PALIGEMMA_ATTENTION": "prefix", "VLLM_USE_V2_MODEL_RUNNER": "0"},
+            id="cpu-prefix",
+        ),
+        pytest.param(
+            "prefix",
+            ONE_L4,
+            (*PREFIX_FLAGS, "--attention-backend", "TRITON_ATTN"),
+            {"PALIGEMMA_ATTENTION": "prefix"},
+            id="gpu-prefix-uses-the-triton-backend",
+        ),
+        pytest.param("causal", CPU, (), {"PALIGEMMA_ATTENTION": "causal"}, id="cpu-causal-is-plain-vllm"),
+        pytest.param("causal", ONE_L4, (), {"PALIGEMMA_ATTENTION": "causal"}, id="gpu-causal-is-plain-vllm"),
+    ],
+)
+def test_attention_modes(
+    attention: Literal["prefix", "causal"], hardware: Hardware, flags: tuple[str, ...], env: dict[str, str]
+) -> None:
+    command = build_command(ServeOptions(model="3b-pt-896", attention=attention), resolve("3b-pt-896"), hardware)
+    argv = list(command.argv)
+    start = argv.index("--middleware")
+    assert argv[start + 1] == MIDDLEWARE  # the x-paligemma-attention header, in either mode
+    end = argv.index("--enforce-eager") if "--enforce-eager" in argv else len(argv)
+    assert tuple(argv[start + 2 : end]) == flags
+    assert {k: v for k, v in command.env.items() if k in ("PALIGEMMA_ATTENTION", "VLLM_USE_V2_MODEL_RUNNER")} == env
+    assert command.attention == attention
+
+
+def test_the_attention_mode_is_not_overridden_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other variables a user exported win over our defaults; `--attention` is an explicit option."""
+    monkeypatch.setenv("PALIGEMMA_ATTENTION", "causal")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    monkeypatch.setenv("VLLM_PLUGINS", "lora_filesystem_resolver")
+    the_plan = serve.plan(ServeOptions(model="3b-mix-224"), device="cpu")
+    assert the_plan.command.env["PALIGEMMA_ATTENTION"] == "prefix"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in the_plan.command.env
+    assert (
+        the_plan.command.env["VLLM_PLUGINS"] == "lora_filesystem_resolver,paligemma_prefix_lm"
+    )  # an allowlist keeps ours
+    assert "PALIGEMMA_ATTENTION=prefix" in serve.dry_run_text(the_plan)
+
+
+@pytest.mark.parametrize(
+    ("attention", "says"),
+    [("prefix", "Attention: prefix, PaliGemma's own"), ("causal", "Attention: causal, vLLM's default")],
+)
+def test_the_startup_banner_names_the_attention(attention: Literal["prefix", "causal"], says: str) -> None:
+    command = build_command(ServeOptions(model="3b-mix-224", attention=attention), resolve("3b-mix-224"), CPU)
+    banner = serve.usage_banner(command, "cpu")
+    assert says in banner and "x-paligemma-attention" in banner
