@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from clients.finetune_cli import add_finetune
 from tools import TASKS, Detections, PaliGemmaError, Segments, Task
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
@@ -80,6 +81,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="prefix: PaliGemma's own mask, image and prompt two-way (default); causal: vLLM's plain one",
     )
     p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also serve the LoRA adapter in DIR as model NAME (repeatable; `paligemma finetune` writes them)",
+    )
+    p.add_argument(
         "--api-key", default=os.environ.get("PALIGEMMA_API_KEY"), help="require this key (env PALIGEMMA_API_KEY)"
     )
     p.add_argument("--gpus", type=_gpus, help="with --dry-run: plan for other GPUs, COUNTxGIB such as 4x80")
@@ -92,6 +100,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
     from server import serve
+    from server.lora import read_adapters
     from server.vllm_command import ServeOptions
 
     if args.gpus is not None and not args.dry_run:
@@ -111,6 +120,7 @@ def _serve(args: argparse.Namespace, vllm_args: list[str]) -> int:
         eager=args.eager,
         api_key=args.api_key,
         attention=args.attention,
+        loras=read_adapters(args.lora),
         vllm_args=tuple(vllm_args),
     )
     the_plan = serve.plan(options, device=args.device, gpus=args.gpus)
@@ -378,6 +388,7 @@ def build_parser(tasks: Sequence[Task[Any, Any]] = TASKS) -> argparse.ArgumentPa
         _add_presets,
         _add_make_tiny_model,
         _add_train_tiny,
+        add_finetune,
         _add_demo,
         _add_mcp,
         functools.partial(_add_batch, tasks=tasks),

@@ -16,6 +16,7 @@ from typing import Literal
 
 from server import hardware as hw
 from server.errors import MissingPackageError
+from server.lora import banner_lines
 from server.model_source import ModelSource, check_available, resolve
 from server.process import VllmServer, check_port_free
 from server.vllm_command import ServeOptions, VllmCommand, build_command
@@ -113,6 +114,7 @@ def usage_banner(command: VllmCommand, device: str) -> str:
         [
             f"PaliGemma is served ({device}) at {url} as model {model!r}.",
             f"Attention: {ATTENTION_SUMMARY[command.attention]} (response header {HEADER}).",
+            *banner_lines(command.loras),
             "",
             "curl (one image per request; photo.jpg is yours):",
             f"  curl -s {url}/chat/completions -H 'Content-Type: application/json' \\",

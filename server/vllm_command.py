@@ -15,6 +15,7 @@ from typing import Literal
 
 from server.errors import ServeError
 from server.hardware import Hardware
+from server.lora import LoraAdapter, lora_args
 from server.model_source import ModelSource
 from server.vllm_plugin import ATTENTION_ENV, MIDDLEWARE, Attention
 
@@ -46,6 +47,7 @@ class ServeOptions:
     eager: bool | None = None  # skip torch.compile; None: on CPU yes, on GPU no
     api_key: str | None = None
     attention: Attention = "prefix"  # PaliGemma's own mask, or vLLM's plain causal one
+    loras: tuple[LoraAdapter, ...] = ()  # `--lora NAME=DIR`: adapters served by name beside the base model
     vllm_args: tuple[str, ...] = ()
 
 
@@ -59,6 +61,7 @@ class VllmCommand:
     host: str = "127.0.0.1"
     port: int = 8000
     attention: Attention = "causal"
+    loras: tuple[LoraAdapter, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -199,5 +202,6 @@ def build_command(
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(hardware.cpu_ids, local_ranks)
     if options.api_key is not None:
         env["VLLM_API_KEY"] = options.api_key  # in the environment, not on a visible command line
+    argv += lora_args(options.loras, served_name)
     argv += options.vllm_args
-    return VllmCommand(tuple(argv), env, served_name, options.host, options.port, options.attention)
+    return VllmCommand(tuple(argv), env, served_name, options.host, options.port, options.attention, options.loras)

@@ -1,0 +1,92 @@
+"""`paligemma finetune` on the tiny trained model, on CPU: the prefix-LM batch, LoRA and full runs, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from server import lora
+from server.model_source import TINY_NAME, TINY_TRAINED_DIR, resolve
+from training import finetune_data, star_scenes
+from training.finetune import Collator, FinetuneSettings, finetune, lr_at
+from training.finetune_data import FinetuneError
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return star_scenes.write_coco(tmp_path_factory.mktemp("stars"), 6, seed=5, max_side=160)
+
+
+def settings_for(coco: Path, out: Path, **changes: object) -> FinetuneSettings:
+    base = FinetuneSettings(
+        model=TINY_NAME,
+        data=coco,
+        images=coco.parent / "images",
+        task="detect",
+        out=out,
+        max_steps=2,
+        batch_size=2,
+        eval_split=0.2,
+        save_every=1,
+        lr=1e-3,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_the_batch_is_what_paligemmas_processor_builds(coco: Path) -> None:
+    from PIL import Image
+    from transformers import PaliGemmaProcessor
+
+    processor = PaliGemmaProcessor.from_pretrained(TINY_TRAINED_DIR)
+    record = finetune_data.load_records(coco, coco.parent / "images", "detect")[0]
+    batch = Collator(processor)([record])
+    with Image.open(record.image) as image:
+        reference = processor(
+            text="<image>" + record.prefix, images=image.convert("RGB"), suffix=record.suffix, return_tensors="pt"
+        )
+    assert batch["input_ids"].tolist() == reference["input_ids"].tolist()
+    assert batch["token_type_ids"].tolist() == reference["token_type_ids"].tolist()
+    assert batch["labels"].tolist() == reference["labels"].tolist()  # the loss is on the answer and <eos> only
+    assert batch["pixel_values"].allclose(reference["pixel_values"])
+
+
+def test_the_learning_rate_warms_up_and_decays() -> None:
+    settings = FinetuneSettings(model="m", data=Path("d"), images=Path("i"), task="detect", out=Path("o"), lr=1.0)
+    rates = [lr_at(step, 100, settings) for step in range(100)]
+    assert rates[0] < rates[4] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_lora_writes_a_servable_adapter_and_resumes(coco: Path, tmp_path: Path) -> None:
+    out = tmp_path / "star"
+    first = finetune(settings_for(coco, out))
+    assert first.steps == 2 and first.eval_examples > 0 and first.score is not None
+    adapter = lora.read_adapter("star", out)  # what `paligemma serve --lora star=OUT` reads
+    assert adapter.rank == 8
+    card = (out / "README.md").read_text()
+    assert card.startswith("# Fine-tuned PaliGemma") and f"--lora star={out}" in card and "AP50" in card
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["metric"] == "AP50" and len(summary["losses"]) == 2
+
+    with pytest.raises(FinetuneError, match="already holds a run"):
+        finetune(settings_for(coco, out))
+    resumed = finetune(settings_for(coco, out, max_steps=3, resume=True))
+    assert resumed.steps == 3
+    losses = json.loads((out / "eval.json").read_text())["losses"]
+    assert len(losses) == 3 and losses[:2] == summary["losses"]
+
+
+def test_resume_without_a_checkpoint_says_so(coco: Path, tmp_path: Path) -> None:
+    with pytest.raises(FinetuneError, match="no checkpoint"):
+        finetune(settings_for(coco, tmp_path / "new", resume=True))
+
+
+def test_full_finetuning_writes_a_checkpoint_served_by_path(coco: Path, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    result = finetune(settings_for(coco, out, method="full", max_steps=1, eval_split=0.0, lr=1e-5))
+    assert result.score is None
+    source = resolve(str(out))  # what `paligemma serve --model OUT` reads
+    assert source.is_local and source.max_model_len == resolve(TINY_NAME).max_model_len
+    assert (out / "README.md").read_text().startswith("# Fine-tuned PaliGemma")

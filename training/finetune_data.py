@@ -1,0 +1,319 @@
+"""Fine-tuning examples from a user's data: COCO JSON or JSON Lines of `{"image", "prefix", "suffix"}`.
+
+Every example is an image, a prompt (the prefix, as the tools send it) and the answer the model
+should give (the suffix). From COCO, targets are written by the tools' own format code
+(`tools.prompts`, `tools.answer_text`, `tools.geometry`), the inverse of the parsers the tools
+read answers with: one `detect NAME` (or `segment NAME`) example per image and category present,
+its objects left to right; images without annotations give one example per category with an
+empty answer, so the model learns to say nothing. JSON Lines are taken as written, checked to
+be prompts of the task and (for detect/segment) answers the tools' parsers read without issues.
+Every mistake in the data is a DatasetError naming the file, the line or id, and what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+from PIL import Image
+
+from tools import answer_text, geometry, parsing, prompts
+from tools.errors import InvalidInputError, PromptError
+from tools.vae_decoder import MASK_SIZE
+
+Task = Literal["detect", "segment", "ocr", "caption", "answer"]
+TASKS: Final[tuple[Task, ...]] = ("detect", "segment", "ocr", "caption", "answer")
+# The first word of a prompt each task accepts (caption covers the long form, `describe`).
+PROMPT_WORDS: Final[dict[Task, tuple[str, ...]]] = {
+    "detect": ("detect",),
+    "segment": ("segment",),
+    "ocr": ("ocr",),
+    "caption": ("caption", "describe"),
+    "answer": ("answer",),
+}
+MaskEncoder = Callable[[np.ndarray], np.ndarray]  # (N, 64, 64) masks in [-1, 1] -> (N, 16) codes
+
+
+class FinetuneError(InvalidInputError):
+    """A fine-tuning run cannot start or go on as asked; the message says what to change."""
+
+
+class DatasetError(FinetuneError):
+    """The fine-tuning data cannot be used as given: the message names the file, the place and the fix."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One annotated object: its label, pixel box (x_min, y_min, x_max, y_max) and mask when given."""
+
+    label: str
+    box_xyxy: tuple[float, float, float, float]
+    mask: np.ndarray | None = None  # (height, width) bool, for segment
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training example: image file, its size, prompt (prefix), answer (suffix), and the truth."""
+
+    image: Path
+    width: int
+    height: int
+    prefix: str
+    suffix: str
+    instances: tuple[Instance, ...] = ()  # what detect/segment answers are scored against
+
+
+def image_size(path: Path, where: str) -> tuple[int, int]:
+    """(width, height) from the file's header; DatasetError if it is missing or not an image."""
+    if not path.is_file():
+        raise DatasetError(f"{where}: image file {path} does not exist. Check --images (the folder the names are in).")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{where}: {path} cannot be read as an image ({e}).") from e
+
+
+def load_records(
+    data: Path, images: Path, task: Task, *, encoder: MaskEncoder | None = None, lang: str = "en"
+) -> list[Record]:
+    """The examples of a COCO JSON file (`.json`) or a JSON Lines file (`.jsonl`), images under `images`."""
+    if task not in TASKS:
+        raise DatasetError(f"unknown task {task!r}; use one of {', '.join(TASKS)}.")
+    if not data.is_file():
+        raise DatasetError(f"the data file {data} does not exist.")
+    if not images.is_dir():
+        raise DatasetError(f"the image folder {images} does not exist.")
+    if data.suffix == ".jsonl":
+        records = list(_jsonl_records(data, images, task))
+    else:
+        records = coco_records(_read_json(data), data, images, task, encoder=encoder, lang=lang)
+    if not records:
+        raise DatasetError(f"{data} holds no examples for the task {task}.")
+    return records
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path} cannot be read as JSON ({e}). Give COCO JSON, or JSON Lines named *.jsonl.") from e
+    if not isinstance(document, dict):
+        raise DatasetError(f"{path}: a COCO file is one JSON object with images, annotations and categories.")
+    return document
+
+
+# --- JSON Lines ------------------------------------------------------------------------------
+
+
+def _jsonl_records(path: Path, images: Path, task: Task) -> Iterator[Record]:
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{where}: not JSON ({e}).") from e
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("image", "prefix", "suffix")):
+            raise DatasetError(f'{where}: each line is {{"image": "file", "prefix": "prompt", "suffix": "answer"}}.')
+        yield jsonl_record(row["image"], row["prefix"], row["suffix"], images, task, where)
+
+
+def jsonl_record(image: str, prefix: str, suffix: str, images: Path, task: Task, where: str) -> Record:
+    """One JSON Lines example, checked: the prompt is one of `task`'s, a located answer parses cleanly."""
+    path = images / image
+    width, height = image_size(path, where)
+    try:
+        prefix = prompts.free_prompt(prefix)
+    except PromptError as e:
+        raise DatasetError(f"{where}: {e}") from e
+    if prefix.split(" ", 1)[0] not in PROMPT_WORDS[task]:
+        raise DatasetError(
+            f"{where}: the prefix {prefix!r} is not a {task} prompt (it should start with "
+            f"{' or '.join(PROMPT_WORDS[task])}); pick the --task the data is for."
+        )
+    instances: tuple[Instance, ...] = ()
+    if task in ("detect", "segment"):
+        parse = parsing.parse_detections if task == "detect" else parsing.parse_segments
+        parsed = parse(suffix, width=width, height=height, strict=False)
+        if parsed.issues:
+            raise DatasetError(
+                f"{where}: the suffix {suffix[:120]!r} does not read as a {task} answer: {parsed.issues[0].reason}"
+            )
+        instances = tuple(Instance(o.label, o.box.xyxy) for o in parsed.objects)
+    return Record(path, width, height, prefix, suffix, instances)
+
+
+# --- COCO ------------------------------------------------------------------------------------
+
+
+def _list(document: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
+    value = document.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise DatasetError(f"{path}: a COCO file needs {key!r}, a list of objects; it is missing or malformed.")
+    return value
+
+
+def _categories(document: dict[str, Any], path: Path) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for category in _list(document, "categories", path):
+        cid, name = category.get("id"), category.get("name")
+        if not isinstance(cid, int) or not isinstance(name, str):
+            raise DatasetError(f"{path}: every category needs an integer 'id' and a 'name', got {category!r}.")
+        try:
+            names[cid] = prompts.check_text(name, "category name", prompts.MAX_OBJECT_CHARS)
+        except PromptError as e:
+            raise DatasetError(f"{path}: category {cid}: {e}") from e
+        if ";" in name:
+            raise DatasetError(f"{path}: category {cid} {name!r} contains ';', PaliGemma's object separator.")
+    if not names:
+        raise DatasetError(f"{path}: the COCO file has no categories.")
+    return names
+
+
+def _box(annotation: dict[str, Any], width: int, height: int, where: str) -> tuple[float, float, float, float]:
+    bbox = annotation.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, int | float) for v in bbox):
+        raise DatasetError(f"{where}: 'bbox' must be [x, y, width, height] in pixels, got {bbox!r}.")
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0 or x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
+        raise DatasetError(f"{where}: bbox {bbox} is empty or outside its {width}x{height} image.")
+    return max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)
+
+
+def coco_mask(segmentation: Any, width: int, height: int, where: str) -> np.ndarray:
+    """The (height, width) bool mask of a COCO segmentation: polygons, RLE or compressed RLE."""
+    from pycocotools import mask as coco_masks
+
+    try:
+        if isinstance(segmentation, list):
+            rles = coco_masks.frPyObjects(segmentation, height, width)
+            rle = coco_masks.merge(rles)
+        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+            rle = coco_masks.frPyObjects(segmentation, height, width)
+        elif isinstance(segmentation, dict):
+            rle = segmentation
+        else:
+            raise TypeError(f"expected polygons or RLE, got {type(segmentation).__name__}")
+        with warnings.catch_warnings():  # pycocotools' decoder trips numpy 2's __array__(copy=) deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded: np.ndarray = coco_masks.decode(rle).astype(bool)
+    except (TypeError, ValueError, KeyError, IndexError) as e:
+        raise DatasetError(f"{where}: 'segmentation' is neither COCO polygons nor RLE ({e}).") from e
+    if decoded.shape != (height, width):
+        raise DatasetError(f"{where}: the mask is {decoded.shape[1]}x{decoded.shape[0]}, its image {width}x{height}.")
+    return decoded
+
+
+def mask_in_box(mask: np.ndarray, box_xyxy: tuple[float, float, float, float]) -> np.ndarray:
+    """The part of `mask` inside the box, resized to 64x64 in [-1, 1]: what the VQ-VAE encodes.
+
+    The inverse of the tools' pasting (tools.masks.paste_mask): the box is cut with the same
+    integer edges, and the 64x64 mask is stretched over it.
+    """
+    x0, y0 = int(box_xyxy[0]), int(box_xyxy[1])
+    x1, y1 = max(x0 + 1, math.ceil(box_xyxy[2])), max(y0 + 1, math.ceil(box_xyxy[3]))
+    crop = Image.fromarray(mask[y0:y1, x0:x1].astype(np.uint8) * 255)
+    small = crop.resize((MASK_SIZE, MASK_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(small, dtype=np.float32) / 127.5 - 1.0
+
+
+def reading_order(instances: Sequence[Instance]) -> list[Instance]:
+    """Left to right by box centre (top to bottom where centres tie), as the tiny model answers."""
+    return sorted(instances, key=lambda o: (o.box_xyxy[0] + o.box_xyxy[2], o.box_xyxy[1] + o.box_xyxy[3]))
+
+
+def coco_records(
+    document: dict[str, Any], path: Path, images: Path, task: Task, *, encoder: MaskEncoder | None, lang: str = "en"
+) -> list[Record]:
+    """The examples of a parsed COCO document (detect, segment or caption)."""
+    if task not in ("detect", "segment", "caption"):
+        raise DatasetError(f"COCO JSON holds boxes, masks or captions; for --task {task} give JSON Lines (*.jsonl).")
+    if task == "segment" and encoder is None:
+        raise DatasetError("segment targets need a VQ-VAE encoder (see docs/finetune.md); none was given.")
+    files: dict[int, tuple[Path, int, int]] = {}
+    for image in _list(document, "images", path):
+        iid, name = image.get("id"), image.get("file_name")
+        if not isinstance(iid, int) or not isinstance(name, str):
+            raise DatasetError(f"{path}: every image needs an integer 'id' and a 'file_name', got {image!r}.")
+        width, height = image_size(images / name, f"{path}: image {iid}")
+        files[iid] = (images / name, width, height)
+    by_image: dict[int, list[dict[str, Any]]] = {iid: [] for iid in files}
+    for annotation in _list(document, "annotations", path):
+        iid = annotation.get("image_id")
+        if iid not in by_image:
+            raise DatasetError(
+                f"{path}: annotation {annotation.get('id')} names image_id {iid!r}, which is not among the images."
+            )
+        by_image[iid].append(annotation)
+    if task == "caption":
+        return _caption_records(files, by_image, path, lang)
+    categories = _categories(document, path)
+    records = []
+    for iid, (file, width, height) in files.items():
+        found: dict[str, list[Instance]] = {}
+        for annotation in by_image[iid]:
+            where = f"{path}: annotation {annotation.get('id')}"
+            cid = annotation.get("category_id")
+            if cid not in categories:
+                raise DatasetError(f"{where}: category_id {cid!r} is not among the categories ({sorted(categories)}).")
+            box = _box(annotation, width, height, where)
+            mask = None
+            if task == "segment":
+                if "segmentation" not in annotation:
+                    raise DatasetError(f"{where}: --task segment needs a 'segmentation' (polygons or RLE).")
+                mask = coco_mask(annotation["segmentation"], width, height, where)
+            found.setdefault(categories[cid], []).append(Instance(categories[cid], box, mask))
+        names = list(found) or list(categories.values())
+        for name in names:
+            ordered = reading_order(found.get(name, []))
+            records.append(
+                Record(file, width, height, *_target(task, name, ordered, width, height, encoder), tuple(ordered))
+            )
+    return records
+
+
+def _target(
+    task: Task, name: str, ordered: Sequence[Instance], width: int, height: int, encoder: MaskEncoder | None
+) -> tuple[str, str]:
+    """(prefix, suffix) for `name`'s objects, written by the tools' format code."""
+    bins = [geometry.xyxy_to_bins(o.box_xyxy, width=width, height=height) for o in ordered]
+    if task == "detect":
+        return prompts.detect((name,)), answer_text.detection_text([(name, b) for b in bins])
+    if encoder is None or any(o.mask is None for o in ordered):
+        raise DatasetError(f"segment targets for {name!r} need every mask and a VQ-VAE encoder.")
+    masks64 = [mask_in_box(o.mask, o.box_xyxy) for o in ordered if o.mask is not None]
+    codes: list[list[int]] = [[int(c) for c in row] for row in encoder(np.stack(masks64))] if masks64 else []
+    found = [(name, b, row) for b, row in zip(bins, codes, strict=True)]
+    return prompts.segment((name,)), answer_text.segment_text(found)
+
+
+def _caption_records(
+    files: dict[int, tuple[Path, int, int]], by_image: dict[int, list[dict[str, Any]]], path: Path, lang: str
+) -> list[Record]:
+    records = []
+    for iid, (file, width, height) in files.items():
+        for annotation in by_image[iid]:
+            caption = annotation.get("caption")
+            if not isinstance(caption, str) or not caption.strip():
+                raise DatasetError(f"{path}: annotation {annotation.get('id')} has no 'caption' text (--task caption).")
+            records.append(Record(file, width, height, prompts.caption("short", lang), caption.strip()))
+    return records
+
+
+def split(records: Sequence[Record], eval_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """(train, held out): whole images go to one side, `eval_fraction` of them held out (seeded)."""
+    if not 0 <= eval_fraction < 1:
+        raise DatasetError(f"--eval-split must be in [0, 1), got {eval_fraction}.")
+    files = sorted({r.image for r in records})
+    held = math.ceil(eval_fraction * len(files)) if eval_fraction > 0 and len(files) > 1 else 0
+    order = np.random.default_rng(seed).permutation(len(files))
+    held_out = {files[i] for i in order[:held]}
+    return [r for r in records if r.image not in held_out], [r for r in records if r.image in held_out]

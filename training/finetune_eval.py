@@ -1,0 +1,144 @@
+"""Score fine-tuned answers on the held-out split, read with the tools' own parsers.
+
+detect: COCO AP at IoU 0.5 (pycocotools) with the answers' order as their confidence; segment:
+the mean IoU of every true mask with the best mask answered for its label; the other tasks:
+the share of answers equal to the expected text (whitespace trimmed). Answers come from
+transformers' greedy `generate` (`generate_answers`), or from a served endpoint through the
+tools (benchmarks/finetune_star.py), and are scored alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tools import parsing
+from tools.models import Detections, Segments
+from training.finetune_data import Instance, Record, Task
+
+if TYPE_CHECKING:
+    from tools.vae_decoder import VaeDecoder
+
+METRIC_NAMES: dict[Task, str] = {
+    "detect": "AP50",
+    "segment": "mask mIoU",
+    "ocr": "exact match",
+    "caption": "exact match",
+    "answer": "exact match",
+}
+
+
+def detection_ap50(pairs: Sequence[tuple[Sequence[Instance], Detections]]) -> float:
+    """COCO AP50 over (truth, answer) pairs, each pair one image and prompt; answers carry no scores,
+    so earlier objects rank higher (the model's own order)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    labels = sorted(
+        {o.label for truth, _ in pairs for o in truth} | {d.label for _, found in pairs for d in found.objects}
+    )
+    ids = {label: i + 1 for i, label in enumerate(labels)}
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for image_id, (truth, found) in enumerate(pairs, start=1):
+        images.append({"id": image_id, "width": found.image_width, "height": found.image_height})
+        for o in truth:
+            x0, y0, x1, y1 = o.box_xyxy
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": ids[o.label],
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+            })  # fmt: skip
+        for rank, d in enumerate(found.objects):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": ids[d.label],
+                    "bbox": list(d.box.coco_xywh),
+                    "score": 1 - rank / 1e3,
+                }
+            )
+    if not annotations:
+        return 0.0 if results else 1.0
+    if not results:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth_coco = COCO()
+        truth_coco.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i} for i in ids.values()],
+        }
+        truth_coco.createIndex()
+        evaluation = COCOeval(truth_coco, truth_coco.loadRes(results), "bbox")
+        evaluation.params.catIds = sorted({ids[o.label] for truth, _ in pairs for o in truth})  # classes with truth
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return float(evaluation.stats[1])
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def mask_miou(pairs: Sequence[tuple[Sequence[Instance], Segments]]) -> float:
+    """Mean over true masks of the best IoU with an answered mask of the same label (0 when none)."""
+    ious = []
+    for truth, found in pairs:
+        for o in truth:
+            if o.mask is None:
+                continue
+            answered = [_mask_iou(o.mask, s.mask) for s in found.objects if s.label == o.label and s.mask is not None]
+            ious.append(max(answered, default=0.0))
+    return float(np.mean(ious)) if ious else 0.0
+
+
+def score(task: Task, records: Sequence[Record], answers: Sequence[str], decoder: VaeDecoder | None = None) -> float:
+    """The task's metric (METRIC_NAMES) for the raw answers to `records`, read with the tools' parsers."""
+    if task == "detect":
+        detections = [
+            parsing.parse_detections(a, width=r.width, height=r.height, prompt=r.prefix)
+            for r, a in zip(records, answers, strict=True)
+        ]
+        return detection_ap50([(r.instances, d) for r, d in zip(records, detections, strict=True)])
+    if task == "segment":
+        segments = [
+            parsing.parse_segments(a, width=r.width, height=r.height, decoder=decoder, prompt=r.prefix)
+            for r, a in zip(records, answers, strict=True)
+        ]
+        return mask_miou([(r.instances, s) for r, s in zip(records, segments, strict=True)])
+    return float(np.mean([a.strip() == r.suffix.strip() for r, a in zip(records, answers, strict=True)]))
+
+
+def generate_answers(model: Any, processor: Any, records: Sequence[Record], *, batch_size: int = 8) -> list[str]:
+    """Greedy answers of a transformers PaliGemma (peft-wrapped or not) to every record's prompt."""
+    import torch
+    from PIL import Image
+
+    from tools.tasks import MAX_TOKENS
+
+    answers: dict[int, str] = {}
+    by_prompt: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        by_prompt.setdefault(record.prefix, []).append(i)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    model.eval()
+    for prompt, indices in by_prompt.items():
+        budget = MAX_TOKENS.get(prompt.split(" ", 1)[0], 256)
+        for start in range(0, len(indices), batch_size):  # one prompt per batch: equal lengths, no padding
+            chunk = indices[start : start + batch_size]
+            images = [Image.open(records[i].image).convert("RGB") for i in chunk]
+            inputs = processor(text=["<image>" + prompt] * len(chunk), images=images, return_tensors="pt").to(device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=budget, do_sample=False)
+            texts = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            answers.update(zip(chunk, texts, strict=True))
+    return [answers[i] for i in range(len(records))]

@@ -1,0 +1,86 @@
+"""The model card (README.md) `paligemma finetune` writes beside the adapter or checkpoint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.finetune import FinetuneResult, FinetuneSettings
+
+CARD = """\
+# Fine-tuned PaliGemma: {name} ({method})
+
+Made by `paligemma finetune` (paligemma-tools) from **{base}** on `{data}` (task `{task}`,
+{train} training examples, {held} held out).
+
+| | |
+|---|---|
+| method | {method_long} |
+| steps | {steps} of batch {batch}, learning rate {lr:g} (warm-up, cosine decay), seed {seed} |
+| objective | PaliGemma's prefix-LM: image and prompt attend both ways, loss on the answer only |
+| held-out {metric} | {score} |
+| time | {minutes:.1f} minutes |
+
+Prompts are the tools' own (`{example_prompt}`); answers are written by the tools' format code, so
+the tools read this model's answers as they read PaliGemma's. The score is computed by
+`training/finetune_eval.py` from greedy transformers answers parsed by the tools' parsers.
+
+## Serve it and use it
+
+```bash
+{serve}
+```
+
+```python
+import tools
+{use}
+```
+
+`eval.json` beside this card holds the score and the loss of every step.
+"""
+
+
+def text(settings: FinetuneSettings, base: str, result: FinetuneResult) -> str:
+    """The card for one finished run."""
+    name = settings.out.resolve().name
+    if settings.method == "lora":
+        method_long = f"LoRA rank {settings.lora_rank} on the text model's projections (vision tower frozen)"
+        serve = f"paligemma serve --model {settings.model} --lora {name}={settings.out}"
+    else:
+        method_long = "full fine-tuning (every weight)"
+        serve = f"paligemma serve --model {settings.out}"
+    calls = {
+        "detect": 'found = tools.locate_objects("photo.jpg", ["thing"], client=client)',
+        "segment": 'found = tools.segment_objects("photo.jpg", "thing", client=client)',
+        "ocr": 'text = tools.read_text("photo.jpg", client=client)',
+        "caption": 'caption = tools.caption_image("photo.jpg", client=client)',
+        "answer": 'reply = tools.answer_visual_question("photo.jpg", "what is it?", client=client)',
+    }
+    use = f'client = tools.PaliGemmaClient(model="{name}")  # or PALIGEMMA_MODEL={name}\n{calls[settings.task]}'
+    examples = {
+        "detect": "detect thing",
+        "segment": "segment thing",
+        "ocr": "ocr",
+        "caption": "caption en",
+        "answer": "answer en what is it?",
+    }
+    return CARD.format(
+        name=name,
+        method=settings.method,
+        method_long=method_long,
+        base=base,
+        data=settings.data.name,
+        task=settings.task,
+        train=result.train_examples,
+        held=result.eval_examples,
+        steps=result.steps,
+        batch=settings.batch_size,
+        lr=settings.learning_rate,
+        seed=settings.seed,
+        metric=result.metric,
+        score="not measured (no held-out split)" if result.score is None else f"{result.score:.3f}",
+        minutes=result.minutes,
+        example_prompt=examples[settings.task],
+        serve=serve,
+        use=use,
+    )
