@@ -23,9 +23,9 @@ from training.scenes import Scene, ShapeObject, make_scene, object_mask
 pytestmark = [
     pytest.mark.vllm,
     # Run every time, reported as xfailed/xpassed: the shipped checkpoint localizes (matched box IoU
-    # 0.79) but greedy decoding mostly answers one-shape detect and every segment with nothing, and
-    # it does not read (docs/benchmarks.md, issue 9 stays open). Remove this mark when a checkpoint
-    # that answers lands: these tests are the bar it must clear.
+    # 0.82) but greedy decoding answers one-shape detect and every segment with nothing, and it does
+    # not read (docs/benchmarks.md, `benchmarks.tiny_first_token`; issue 9 stays open). Remove this
+    # mark when a checkpoint that answers lands: these tests are the bar it must clear.
     pytest.mark.xfail(
         reason="the shipped tiny checkpoint does not answer reliably yet (docs/benchmarks.md: tiny accuracy)",
         strict=False,

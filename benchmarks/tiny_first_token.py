@@ -1,0 +1,68 @@
+"""Why greedy decoding answers `<eos>`: the trained tiny model's first answer token, measured.
+
+    .venv/bin/python -m benchmarks.tiny_first_token [--scenes 40] [--model DIR]
+
+For held-out scenes and a shape each holds, the next-token distribution after `detect SHAPE`,
+`segment SHAPE` and `detect circle ; square ; triangle` (transformers, PaliGemma's prefix
+mask): the probability of `<eos>`, of all `<loc>` tokens together, and of the single best
+`<loc>` bin. Greedy decoding answers nothing whenever `<eos>` beats the best bin, however much
+probability the `<loc>` tokens hold together. Prints one table of medians and that share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from benchmarks.common import print_table
+from server.model_source import TINY_NAME, resolve
+from tools import prompts
+from training import evaluate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenes", type=int, default=40)
+    parser.add_argument("--model", default=TINY_NAME, help="tiny (the shipped trained model) or a checkpoint folder")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+    folder = Path(resolve(args.model).location)
+    model = PaliGemmaForConditionalGeneration.from_pretrained(folder).eval()
+    processor = PaliGemmaProcessor.from_pretrained(folder)
+    first_loc = processor.tokenizer.convert_tokens_to_ids("<loc0000>")
+    eos = processor.tokenizer.eos_token_id
+    measured: dict[str, list[tuple[float, float, float]]] = {}
+    for scene in evaluate.held_out_scenes(args.scenes):
+        if not scene.objects:
+            continue
+        shape = scene.objects[0].shape
+        asked = {
+            "detect SHAPE": prompts.detect((shape,)),
+            "segment SHAPE": prompts.segment((shape,)),
+            "detect circle ; square ; triangle": prompts.detect(evaluate.ALL_SHAPES),
+        }
+        for name, prompt in asked.items():
+            inputs = processor(text=[prompt], images=[scene.image], return_tensors="pt")
+            with torch.inference_mode():
+                probs = model(**inputs).logits[0, -1].softmax(-1)
+            locs = probs[first_loc : first_loc + 1024]
+            measured.setdefault(name, []).append((float(probs[eos]), float(locs.sum()), float(locs.max())))
+
+    rows = []
+    for name, values in measured.items():
+        eos_p, loc_sum, loc_best = (statistics.median(v[i] for v in values) for i in range(3))
+        eos_wins = sum(v[0] > v[2] for v in values) / len(values)
+        rows.append([name, str(len(values)), f"{eos_p:.3f}", f"{loc_sum:.3f}", f"{loc_best:.3f}", f"{eos_wins:.2f}"])
+    print_table(
+        f"First answer token of the tiny model at {folder.name}, held-out scenes, the named shape present",
+        ["prompt", "scenes", "P(<eos>) median", "P(any <loc>) median", "P(best <loc>) median", "share <eos> wins"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
