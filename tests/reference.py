@@ -1,8 +1,8 @@
 """transformers' PaliGemma on the same checkpoint, as the reference vLLM is compared with.
 
 Two attention layouts:
-- "causal": what vLLM's CPU backend actually computes (it ignores PaliGemma's prefix mask);
-- "prefix": PaliGemma's own layout, image and prompt attending both ways.
+- "prefix": PaliGemma's own layout, image and prompt attending both ways (`paligemma serve`'s default);
+- "causal": every token attends to earlier ones only (`paligemma serve --attention causal`, plain vLLM).
 Gemma 2's final logit softcap, which transformers' PaliGemma skips, is applied here as
 vLLM (and the original model) do, so logprobs are comparable; see docs/attention.md.
 """

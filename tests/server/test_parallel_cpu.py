@@ -63,7 +63,7 @@ def test_parallel_server_answers_like_transformers(
     log_path = tmp_path / "vllm.log"
     reference = TransformersReference(tiny_model_dir)
     expected = {
-        seed: [s.token_id for s in reference.greedy(gradient_image(160, 120, seed=seed), "detect cat", 8, "causal")]
+        seed: [s.token_id for s in reference.greedy(gradient_image(160, 120, seed=seed), "detect cat", 8, "prefix")]
         for seed in range(6)
     }
     with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S):
