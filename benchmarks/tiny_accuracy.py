@@ -3,10 +3,10 @@
     .venv/bin/python -m benchmarks.tiny_accuracy [--scenes 300] [--model DIR]
 
 Held-out scenes come from a seed training never drew from (docs/synthetic-domain.md). The
-same questions go (1) through the typed tools to `paligemma serve --model tiny` (vLLM on this
-machine: fully causal attention on CPU, docs/attention.md) and (2) to transformers in-process
-with PaliGemma's prefix-LM mask and (3) with a causal mask. All answers are parsed by the
-tools' parsers and scored by `training.evaluate`. Prints one table.
+same questions go (1) through the typed tools to `paligemma serve --model tiny` (vLLM with
+PaliGemma's prefix-LM attention, the default `--attention prefix`, docs/attention.md) and (2) to
+transformers in-process with PaliGemma's prefix-LM mask and (3) with a causal mask. All
+answers are parsed by the tools' parsers and scored by `training.evaluate`. Prints one table.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def main() -> None:
         served = evaluate.served_results(
             the_plan.command.base_url, the_plan.command.served_model_name, held_out, requests
         )
-        seconds["vLLM served (causal on CPU)"] = time.perf_counter() - started
-    columns["vLLM served (causal on CPU)"] = evaluate.score(held_out, requests, served)
+        seconds["vLLM served (prefix)"] = time.perf_counter() - started
+    columns["vLLM served (prefix)"] = evaluate.score(held_out, requests, served)
 
     decoder = load_vae_decoder(model=source.served_name)
     for attention in ("prefix", "causal"):
