@@ -180,9 +180,8 @@ class _Handlers:
             return "Upload or paste an image first (the image box on the left), then press Run.", None
         try:
             if chosen.task is None and session.encoded is None:  # free prompts: the image is encoded once
-                session.encoded = await asyncio.to_thread(
-                    encode_for_model, session.image, min_side_px=self.client.send_min_side_px
-                )
+                side = self.client.send_side_px(await self.client.amodel())
+                session.encoded = await asyncio.to_thread(encode_for_model, session.image, min_side_px=side)
             answer = await run_entry(self.client, session.image, chosen, lang=lang, text=text, encoded=session.encoded)
         except Exception as e:  # a failure is an answer in the conversation, never a dead page
             if not isinstance(e, PaliGemmaError):

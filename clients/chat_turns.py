@@ -225,7 +225,8 @@ async def run_entry(
     """Run one menu entry on an image already loaded; raises the tools' PaliGemmaError subclasses."""
     if entry.task is None:
         if encoded is None:
-            encoded = await asyncio.to_thread(encode_for_model, loaded, min_side_px=client.send_min_side_px)
+            side = client.send_side_px(await client.amodel())
+            encoded = await asyncio.to_thread(encode_for_model, loaded, min_side_px=side)
         return await _free_prompt(client, loaded, encoded, text)
     result = await arun_task(entry.task, loaded.image, entry.options(lang, text), client=client)
     if isinstance(result, (Detections, Segments)):

@@ -29,7 +29,7 @@ from tools.errors import (
     EndpointUnavailableError,
 )
 from tools.image_policy import ImagePolicy
-from tools.images import SEND_MIN_SIDE_PX, EncodedImage
+from tools.images import SEND_MIN_SIDE_PX, EncodedImage, model_input_px
 
 if TYPE_CHECKING:
     import openai
@@ -122,7 +122,7 @@ class PaliGemmaClient:
         max_concurrency: int = 8,
         max_response_bytes: int = endpoint_limits.MAX_RESPONSE_BYTES,
         image_policy: ImagePolicy | None = None,
-        send_min_side_px: int = SEND_MIN_SIDE_PX,
+        send_min_side_px: int | None = None,
         vae_path: str | Path | None = None,
         download_vae: bool = True,
         extra_body: Mapping[str, Any] | None = None,
@@ -137,6 +137,7 @@ class PaliGemmaClient:
         self.max_concurrency = max_concurrency
         self.max_response_bytes = max_response_bytes
         self.image_policy = image_policy or ImagePolicy()
+        # None: the square the model's name says it sees (224, 448, 896), else SEND_MIN_SIDE_PX.
         self.send_min_side_px = send_min_side_px
         self.vae_path = vae_path
         self.download_vae = download_vae
@@ -275,6 +276,17 @@ class PaliGemmaClient:
                 raise _endpoint_error(e, self.base_url) from e
             self._model = self._pick_model(served)
         return self._model
+
+    def send_side_px(self, model: str) -> int:
+        """The shorter side images are downscaled to before they are sent to `model`.
+
+        As configured, else the square the checkpoint's name says it sees (a 448 px model uses
+        nothing beyond 448 px, and the smaller image costs less to encode, send and decode on
+        the server), else 896 px, the most any PaliGemma 2 sees.
+        """
+        if self.send_min_side_px is not None:
+            return self.send_min_side_px
+        return model_input_px(model) or SEND_MIN_SIDE_PX
 
     # --- completions ---------------------------------------------------------------------
     def _request(

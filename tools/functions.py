@@ -49,8 +49,14 @@ def default_client() -> PaliGemmaClient:
 
 
 def _prepare(image: ImageSource, client: PaliGemmaClient) -> tuple[LoadedImage, EncodedImage]:
-    loaded = load_image(image, client.image_policy)
-    return loaded, encode_for_model(loaded, min_side_px=client.send_min_side_px)
+    loaded = load_image(image, client.image_policy)  # a bad image is refused before any request
+    return loaded, encode_for_model(loaded, min_side_px=client.send_side_px(client.model()))
+
+
+async def _aprepare(image: ImageSource, client: PaliGemmaClient) -> tuple[LoadedImage, EncodedImage]:
+    loaded = await asyncio.to_thread(load_image, image, client.image_policy)
+    side = client.send_side_px(await client.amodel())
+    return loaded, await asyncio.to_thread(encode_for_model, loaded, min_side_px=side)
 
 
 def run_task(
@@ -82,7 +88,7 @@ async def arun_task(
     prompt, max_tokens = task.request(options)
     client = client or default_client()
     async with client.alimit():
-        loaded, encoded = await asyncio.to_thread(_prepare, image, client)
+        loaded, encoded = await _aprepare(image, client)
         completion = await client.acomplete(encoded, prompt, max_tokens=max_tokens, extra_body=extra_body)
         return await asyncio.to_thread(task.read, options, Reply(prompt, completion, loaded, client))
 

@@ -30,6 +30,8 @@ from tools.image_policy import MIB, ImagePolicy
 # The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
 # every image to a square, so an image whose shorter side is 896 px loses nothing it uses.
 SEND_MIN_SIDE_PX = 896
+# Checkpoint names say the square they see: google/paligemma2-3b-mix-448, 10b-pt-896, ...
+_MODEL_PX = re.compile(r"(?:^|[-_/])(224|448|896)(?=$|[-_/.])")
 JPEG_QUALITY = 95
 # libjpeg cannot write a side longer than this.
 _JPEG_MAX_SIDE_PX = 65_500
@@ -396,6 +398,12 @@ def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX
     if original is not None and original.bytes_sent <= encoded.bytes_sent:
         return original  # a modest downscale of a well-compressed file can come out larger
     return encoded
+
+
+def model_input_px(model: str) -> int | None:
+    """The square side in pixels a PaliGemma checkpoint sees, when its name says it (`...-mix-448`: 448)."""
+    found = _MODEL_PX.findall(model)
+    return int(found[-1]) if found else None
 
 
 def data_uri(mime: str, data: bytes) -> str:

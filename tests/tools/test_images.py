@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps, features
 
+from tools.client import PaliGemmaClient
 from tools.errors import ImageError
 from tools.image_policy import ImagePolicy
 from tools.images import EncodedImage, LoadedImage, encode_for_model, load_image, read_bytes
@@ -770,6 +771,29 @@ def test_encode_for_model_sizes(size: tuple[int, int], sent_size: tuple[int, int
 
 def test_encode_for_model_min_side_px() -> None:
     sent = encode_for_model(LoadedImage(Image.new("RGB", (4000, 3000)), "test"), min_side_px=448)
+    assert (sent.width, sent.height) == (597, 448)
+
+
+@pytest.mark.parametrize(
+    ("model", "side"),
+    [
+        pytest.param("google/paligemma2-3b-mix-448", 448, id="hub-id-448"),
+        pytest.param("google/paligemma2-10b-pt-896", 896, id="hub-id-896"),
+        pytest.param("3b-mix-224", 224, id="preset-224"),
+        pytest.param("/models/paligemma2-3b-mix-448-finetuned", 448, id="local-folder-with-size"),
+        pytest.param("tiny-paligemma2", 896, id="no-size-in-name-sends-the-largest"),
+        pytest.param("paligemma-v2240", 896, id="digits-inside-a-word-are-no-size"),
+    ],
+)
+def test_send_side_follows_the_models_input_size(model: str, side: int) -> None:
+    client = PaliGemmaClient(base_url="http://127.0.0.1:9/v1")
+    assert client.send_side_px(model) == side
+    assert PaliGemmaClient(base_url="http://127.0.0.1:9/v1", send_min_side_px=600).send_side_px(model) == 600
+
+
+def test_a_448_model_gets_a_photo_with_its_shorter_side_448() -> None:
+    side = PaliGemmaClient(base_url="http://127.0.0.1:9/v1").send_side_px("google/paligemma2-3b-mix-448")
+    sent = encode_for_model(LoadedImage(Image.new("RGB", (4000, 3000)), "test"), min_side_px=side)
     assert (sent.width, sent.height) == (597, 448)
 
 
