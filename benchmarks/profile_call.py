@@ -48,6 +48,7 @@ SERVER_HISTOGRAMS = {
 }
 # py-spy frames -> what they are, first match from the innermost frame outwards.
 FRAME_KINDS = (
+    ("spin-waiting for the other process (sched_yield)", re.compile(r"sched_yield|SpinCondition\.wait|spinloop")),
     ("model forward (engine)", re.compile(r"execute_model|_model_forward|forward \(")),
     ("sampling + outputs (engine)", re.compile(r"sample|_bookkeeping|update_from_output")),
     ("scheduler (engine)", re.compile(r"scheduler\.py")),
@@ -60,6 +61,10 @@ FRAME_KINDS = (
     ("ZMQ/msgpack IPC", re.compile(r"zmq|msgpack|serial_utils|core_client")),
     ("asyncio + other", re.compile(r".")),
 )
+
+
+PY_SPY_TITLE = "Where the server's CPU went at 16 concurrent (py-spy samples of on-CPU Python stacks, all processes)"
+PY_SPY_HEADER = ["process", "work", "samples", "share"]
 
 
 @dataclass
@@ -228,9 +233,13 @@ def main() -> None:
     parser.add_argument("--send-min-side", type=int, default=None, help="the client's send_min_side_px")
     parser.add_argument("--py-spy", default=None, help="path of a py-spy binary: profile the server at 16 concurrent")
     parser.add_argument("--py-spy-out", default=None, help="keep py-spy's raw samples in this file")
+    parser.add_argument("--summarize", default=None, help="only print the table of a file kept by --py-spy-out")
     parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--serve-arg", action="append", default=[], help="extra vLLM argument (repeatable)")
     args = parser.parse_args()
+    if args.summarize:
+        print_table(PY_SPY_TITLE, PY_SPY_HEADER, summarize_py_spy(Path(args.summarize)))
+        return
     width, height = (int(v) for v in args.photo.split("x"))
     load_before = os.getloadavg()[0]
 
@@ -271,11 +280,7 @@ def main() -> None:
                     profile = summarize_py_spy(raw) if raw.exists() else None
         report(runs, args.photo, load_before)
         if profile is not None:
-            print_table(
-                "Where the server's CPU went at 16 concurrent (py-spy samples of on-CPU Python stacks, all processes)",
-                ["process", "work", "samples", "share"],
-                profile,
-            )
+            print_table(PY_SPY_TITLE, PY_SPY_HEADER, profile)
 
 
 @contextmanager
