@@ -47,9 +47,15 @@ _DIAGNOSES = (
 
 
 def check_port_free(host: str, port: int) -> None:
-    """Raise PortInUseError if `host:port` cannot be bound."""
+    """Raise PortInUseError if `host:port` cannot be bound.
+
+    The probe binds as vLLM's server does (SO_REUSEADDR): a port whose last server just stopped
+    keeps closed connections in TIME_WAIT for a minute, which the server may bind over; only a
+    live socket on the port stops it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as e:
