@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 CARD = """\
 # Fine-tuned PaliGemma: {name} ({method})
 
-Made by `paligemma finetune` (paligemma-tools) from **{base}** on `{data}` (task `{task}`,
+Made by `paligemma finetune` (paligemma-tools) from `{base}` on `{data}` (task `{task}`,
 {train} training examples, {held} held out).
 
 | | |
@@ -68,7 +68,7 @@ def text(settings: FinetuneSettings, base: str, result: FinetuneResult) -> str:
         name=name,
         method=settings.method,
         method_long=method_long,
-        base=base,
+        base=settings.model if settings.model == base else f"{settings.model}` (`{base}",
         data=settings.data.name,
         task=settings.task,
         train=result.train_examples,
