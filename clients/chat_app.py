@@ -30,6 +30,7 @@ from clients.chat_turns import (
     MenuEntry,
     Message,
     code_span,
+    encode_for_free_prompts,
     escape_markdown,
     menu_entry,
     run_entry,
@@ -42,8 +43,8 @@ from tools import (
     PaliGemmaClient,
     PaliGemmaError,
     ToolResult,
-    encode_for_model,
     error_message,
+    free_prompt,
     load_image,
 )
 from tools.agents import to_agent_json
@@ -180,8 +181,8 @@ class _Handlers:
             return "Upload or paste an image first (the image box on the left), then press Run.", None
         try:
             if chosen.task is None and session.encoded is None:  # free prompts: the image is encoded once
-                side = self.client.send_side_px(await self.client.amodel())
-                session.encoded = await asyncio.to_thread(encode_for_model, session.image, min_side_px=side)
+                free_prompt(text)  # a bad prompt is refused before the endpoint is asked anything
+                session.encoded = await encode_for_free_prompts(self.client, session.image)
             answer = await run_entry(self.client, session.image, chosen, lang=lang, text=text, encoded=session.encoded)
         except Exception as e:  # a failure is an answer in the conversation, never a dead page
             if not isinstance(e, PaliGemmaError):

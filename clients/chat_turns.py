@@ -181,8 +181,13 @@ def _drawn(loaded: LoadedImage, result: Detections | Segments) -> Image.Image | 
     return annotate(loaded.image, result, max_side=DRAWN_MAX_SIDE) if result.objects else None
 
 
-async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: EncodedImage, text: str) -> Answer:
-    prompt = free_prompt(text)  # one line, no control tokens
+async def encode_for_free_prompts(client: PaliGemmaClient, loaded: LoadedImage) -> EncodedImage:
+    """The image as free prompts send it: at the served model's input size (asks the endpoint its model)."""
+    side = client.send_side_px(await client.amodel())
+    return await asyncio.to_thread(encode_for_model, loaded, min_side_px=side)
+
+
+async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: EncodedImage, prompt: str) -> Answer:
     max_tokens = MAX_TOKENS.get(prompt.split(" ", 1)[0], FREE_PROMPT_MAX_TOKENS)
     completion = await client.acomplete(encoded, prompt, max_tokens=max_tokens)
     raw = f"Raw: {code_span(completion.text)}" if completion.text.strip() else "The model gave an empty answer."
@@ -224,10 +229,10 @@ async def run_entry(
 ) -> Answer:
     """Run one menu entry on an image already loaded; raises the tools' PaliGemmaError subclasses."""
     if entry.task is None:
+        prompt = free_prompt(text)  # one line, no control tokens: refused before any request
         if encoded is None:
-            side = client.send_side_px(await client.amodel())
-            encoded = await asyncio.to_thread(encode_for_model, loaded, min_side_px=side)
-        return await _free_prompt(client, loaded, encoded, text)
+            encoded = await encode_for_free_prompts(client, loaded)
+        return await _free_prompt(client, loaded, encoded, prompt)
     result = await arun_task(entry.task, loaded.image, entry.options(lang, text), client=client)
     if isinstance(result, (Detections, Segments)):
         return Answer(describe_objects(result), result, await asyncio.to_thread(_drawn, loaded, result))
