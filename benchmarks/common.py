@@ -76,6 +76,18 @@ class TransformersLoop:
         text: str = self.processor.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return text
 
+    def generate_batch(self, images: Sequence[Image.Image], prompt: str, new_tokens: int) -> list[str]:
+        """The same, for several images in one `generate` call (what a user who batches would run)."""
+        import torch
+
+        texts = ["<image>" + prompt] * len(images)
+        inputs = self.processor(images=list(images), text=texts, return_tensors="pt", padding="longest")
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        answers: list[str] = self.processor.batch_decode(new, skip_special_tokens=True)
+        return answers
+
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print(f"\n{title}\n")

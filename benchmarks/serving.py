@@ -1,11 +1,18 @@
-"""Served endpoint vs the transformers generate loop, on the tiny checkpoint, on this machine.
+"""The served path against what a user would run instead: transformers `generate`, one image at a
+time and in batches of 16, on the tiny checkpoints, on this machine.
 
-    .venv/bin/python -m benchmarks.serving [--requests 32] [--new-tokens 32]
+    .venv/bin/python -m benchmarks.serving [--models random,tiny] [--served default,compiled]
+        [--requests 64] [--new-tokens 32] [--serve-arg=--max-num-seqs=32 ...]
 
-Both sides get the same JPEG files (decoded on each side), prompt and number of generated
-tokens (EOS ignored), and the machine to themselves (the server is stopped before the loop
-runs). vLLM on CPU builds kernels for each new batch shape, so every concurrency level is
-run once untimed before the timed passes (median of 3). Prints a table.
+Every side gets JPEG photos of the same size and kind (decoded on each side), the same prompt
+and number of generated tokens (EOS ignored), and the machine to itself (the server is stopped
+before transformers runs). No served request repeats an image (vLLM would reuse its cached
+prefix). The served side is what a tools user runs: `load_image` + `encode_for_model` + one
+chat completion through `PaliGemmaClient` (one connection pool), as tools/functions.py does.
+`--served` names server configurations: `default` is what `paligemma serve` picks on CPU,
+`compiled` and `eager` force torch.compile on or off. vLLM on CPU builds kernels for each new
+batch shape, so each concurrency level is run once untimed before 5 timed passes. Prints one
+table per model, the ratios against both references, and whether each goal is met.
 """
 
 from __future__ import annotations
@@ -13,23 +20,53 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import io
+import os
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import openai
 from PIL import Image
 
 from benchmarks.common import TransformersLoop, median_ms, photo_like, print_table, timed, tiny_model
 from server import serve
+from server.model_source import TINY_NAME, resolve
 from server.process import free_port
 from server.vllm_command import ServeOptions
-from tools import data_uri
+from tools import PaliGemmaClient, encode_for_model, load_image
 
 PROMPT = "detect cat"
 CONCURRENCIES = (1, 4, 16)
 PASSES = 5
+BATCH = 16
+GOAL_VS_LOOP = 3.0  # served at 16 concurrent, against the one-at-a-time loop
+GOAL_VS_BATCHED = 1.0  # served at 16 concurrent, against generate over batches of 16
+GOAL_LATENCY = 1.3  # single served request latency, at most this times the loop's
+# Server configurations: options, and environment variables exported around the start (a
+# variable the user exported wins over serve's default, see server/serve.py).
+SERVED: dict[str, tuple[ServeOptions, dict[str, str]]] = {
+    "default": (ServeOptions(model=""), {}),
+    "compiled": (ServeOptions(model="", eager=False), {}),
+    "eager": (ServeOptions(model="", eager=True), {}),
+    "one-process": (ServeOptions(model=""), {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
+    "worker-process": (ServeOptions(model=""), {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
+}
+
+
+@contextmanager
+def exported(env: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def jpeg_bytes(image: Image.Image) -> bytes:
@@ -38,115 +75,189 @@ def jpeg_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def served_request(client: openai.OpenAI, model: str, uri: str, new_tokens: int) -> float:
-    started = time.perf_counter()
-    client.chat.completions.create(
-        model=model,
-        messages=[
-            {
-                "role": "user",
-                "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": PROMPT}],
-            }
-        ],
-        max_tokens=new_tokens,
-        temperature=0,
-        extra_body={"ignore_eos": True},
-    )
-    return time.perf_counter() - started
+Rates = tuple[float, float, float]  # median, lowest, highest over the timed passes
+
+
+def rates(count: int, walls: list[float]) -> Rates:
+    per_s = [count / wall for wall in walls]
+    return statistics.median(per_s), min(per_s), max(per_s)
 
 
 @dataclass(frozen=True)
 class Served:
+    name: str
     cold_s: float
     latency_ms: float
-    rps: dict[int, tuple[float, float, float]]  # median, lowest, highest of the timed passes
+    rps: dict[int, Rates]
 
 
-def measure_served(checkpoint: Path, uris: list[str], new_tokens: int, *, eager: bool) -> Served:
-    options = ServeOptions(model=str(checkpoint), port=free_port(), eager=eager)
-    the_plan = serve.plan(options, device="cpu")
+def photos(start: int, count: int) -> list[bytes]:
+    return [jpeg_bytes(photo_like(640, 480, seed)) for seed in range(start, start + count)]
+
+
+def served_photos(requests: int) -> list[bytes]:
+    """Enough different photos that no served request repeats an image: vLLM caches processed
+    images and prompt prefixes, so a repeated image skips most of the work the loop does."""
+    return photos(10**6, 4 + 10 + len(CONCURRENCIES) * (PASSES + 1) * requests)
+
+
+def measure_served(
+    name: str, checkpoint: str, requests: int, fresh: list[bytes], new_tokens: int, vllm_args: tuple[str, ...]
+) -> Served:
+    base, env = SERVED[name]
+    options = replace(base, model=checkpoint, port=free_port(), vllm_args=vllm_args)
+    with exported(env):
+        the_plan = serve.plan(options, device="cpu")
+    print(f"[{name}] {' '.join(f'{k}={v}' for k, v in env.items())} {the_plan.command.shell()}", flush=True)
     started = time.perf_counter()
-    with serve.running(the_plan, echo=False, timeout_s=600):
+    with exported(env), serve.running(the_plan, echo=False, timeout_s=900):
         cold = time.perf_counter() - started
-        base_url, model = the_plan.command.base_url, the_plan.command.served_model_name
-        with openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0) as client:
+        client = PaliGemmaClient(base_url=the_plan.command.base_url, timeout_s=900, max_concurrency=64)
+        with client:
+            body = {"ignore_eos": True, "min_tokens": new_tokens}
 
-            def one(uri: str) -> float:
-                return served_request(client, model, uri, new_tokens)
+            def one(data: bytes) -> float:
+                began = time.perf_counter()
+                side = client.send_side_px(client.model())
+                encoded = encode_for_model(load_image(data, client.image_policy), min_side_px=side)
+                client.complete(encoded, PROMPT, max_tokens=new_tokens, extra_body=body)
+                return time.perf_counter() - began
 
-            for uri in uris[:4]:  # warm-up
-                one(uri)
-            latency = median_ms([one(uri) for uri in uris[:10]])
+            unused = iter(fresh)
+
+            def take(count: int) -> list[bytes]:
+                return [next(unused) for _ in range(count)]
+
+            for data in take(4):  # warm-up
+                one(data)
+            latency = median_ms([one(data) for data in take(10)])
             rps = {}
             for c in CONCURRENCIES:
                 with concurrent.futures.ThreadPoolExecutor(c) as pool:
-                    # The first pass warms this batch size up, untimed; then five timed passes.
-                    walls = [timed(lambda: list(pool.map(one, uris)))[0] for _ in range(PASSES + 1)][1:]
-                rates = [len(uris) / wall for wall in walls]
-                rps[c] = (statistics.median(rates), min(rates), max(rates))
-    return Served(cold, latency, rps)
+                    # The first pass warms this batch size up, untimed; then the timed passes.
+                    batches = [take(requests) for _ in range(PASSES + 1)]
+                    walls = [timed(lambda b=b: list(pool.map(one, b)))[0] for b in batches][1:]
+                rps[c] = rates(requests, walls)
+    return Served(name, cold, latency, rps)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--new-tokens", type=int, default=32)
-    args = parser.parse_args()
-    files = [jpeg_bytes(photo_like(640, 480, seed)) for seed in range(args.requests)]
-    uris = [data_uri("image/jpeg", f) for f in files]
+@dataclass(frozen=True)
+class Reference:
+    cold_s: float
+    latency_ms: float
+    loop: Rates
+    batched: Rates
 
-    with tiny_model() as checkpoint:
-        compiled = measure_served(checkpoint, uris, args.new_tokens, eager=False)
-        eager = measure_served(checkpoint, uris, args.new_tokens, eager=True)
-        loop_cold, loop = timed(lambda: TransformersLoop.load(checkpoint))
 
-        def from_file(data: bytes) -> str:
-            with Image.open(io.BytesIO(data)) as image:
-                return loop.generate(image.convert("RGB"), PROMPT, args.new_tokens)
+def measure_transformers(checkpoint: str, files: list[bytes], new_tokens: int) -> Reference:
+    cold, model = timed(lambda: TransformersLoop.load(Path(checkpoint)))
 
-        from_file(files[0])  # warm-up
-        loop_latency = median_ms([timed(lambda f=f: from_file(f))[0] for f in files[:10]])
-        loop_rates = [len(files) / timed(lambda: [from_file(f) for f in files])[0] for _ in range(PASSES)]
-        loop_rps = statistics.median(loop_rates)
+    def decoded(data: bytes) -> Image.Image:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
 
-    def ratio(value: float, reference: float) -> str:
-        return f"{value / reference:.2f}x"
+    def loop() -> None:
+        for data in files:
+            model.generate(decoded(data), PROMPT, new_tokens)
 
+    def batched() -> None:
+        for i in range(0, len(files), BATCH):
+            model.generate_batch([decoded(data) for data in files[i : i + BATCH]], PROMPT, new_tokens)
+
+    model.generate(decoded(files[0]), PROMPT, new_tokens)  # warm-up
+    one = model.generate
+    latency = median_ms([timed(lambda d=data: one(decoded(d), PROMPT, new_tokens))[0] for data in files[:10]])
+    loop_walls = [timed(loop)[0] for _ in range(PASSES)]
+    batched()  # warm-up of the batch shape
+    batched_walls = [timed(batched)[0] for _ in range(PASSES)]
+    return Reference(cold, latency, rates(len(files), loop_walls), rates(len(files), batched_walls))
+
+
+def spread(r: Rates) -> str:
+    return f"{r[0]:.1f} ({r[1]:.1f}-{r[2]:.1f})"
+
+
+def verdict(what: str, value: float, goal: float, *, at_most: bool = False) -> str:
+    met = value <= goal if at_most else value >= goal
+    if met:
+        return f"goal: {what} {'<=' if at_most else '>='} {goal:.1f}x: met ({value:.2f}x)"
+    short = (value / goal - 1) if at_most else (1 - value / goal)
+    return f"goal: {what} {'<=' if at_most else '>='} {goal:.1f}x: MISSED ({value:.2f}x, {short:.0%} short)"
+
+
+def report(model: str, files: int, new_tokens: int, served: list[Served], ref: Reference, load: str) -> None:
+    header = ["metric", *(f"served, {s.name}" for s in served), "transformers loop", f"transformers batch {BATCH}"]
+    header += [f"{s.name} / loop" for s in served] + [f"{s.name} / batch {BATCH}" for s in served]
     rows = [
-        ["cold start to ready (s)", f"{compiled.cold_s:.1f}", f"{eager.cold_s:.1f}", f"{loop_cold:.1f}", "-", "-"],
+        ["cold start to ready (s)", *(f"{s.cold_s:.1f}" for s in served), f"{ref.cold_s:.1f}", f"{ref.cold_s:.1f}"]
+        + ["-"] * (2 * len(served)),
         [
             "single request latency, median (ms)",
-            f"{compiled.latency_ms:.0f}",
-            f"{eager.latency_ms:.0f}",
-            f"{loop_latency:.0f}",
-            ratio(loop_latency, compiled.latency_ms),
-            ratio(loop_latency, eager.latency_ms),
+            *(f"{s.latency_ms:.0f}" for s in served),
+            f"{ref.latency_ms:.0f}",
+            "-",
+            *(f"{s.latency_ms / ref.latency_ms:.2f}x slower" for s in served),
+            *("-" for _ in served),
         ],
     ]
-
-    def spread(median: float, low: float, high: float) -> str:
-        return f"{median:.1f} ({low:.1f}-{high:.1f})"
-
     for c in CONCURRENCIES:
         rows.append(
             [
                 f"throughput at {c} concurrent (requests/s)",
-                spread(*compiled.rps[c]),
-                spread(*eager.rps[c]),
-                spread(loop_rps, min(loop_rates), max(loop_rates)),
-                ratio(compiled.rps[c][0], loop_rps),
-                ratio(eager.rps[c][0], loop_rps),
+                *(spread(s.rps[c]) for s in served),
+                spread(ref.loop),
+                spread(ref.batched),
+                *(f"{s.rps[c][0] / ref.loop[0]:.2f}x" for s in served),
+                *(f"{s.rps[c][0] / ref.batched[0]:.2f}x" for s in served),
             ]
         )
     print_table(
-        f"Served (vLLM CPU) vs transformers generate loop: tiny PaliGemma 2, {len(uris)} JPEGs 640x480, "
-        f"'{PROMPT}', {args.new_tokens} tokens each",
-        ["metric", "served, compiled", "served, --eager", "transformers loop", "compiled / loop", "eager / loop"],
+        f"Served (vLLM CPU, through the tools' client) vs transformers generate: {model} PaliGemma 2, {files} JPEGs "
+        f"640x480, '{PROMPT}', {new_tokens} tokens each; {load}",
+        header,
         rows,
     )
     print(f"\nThroughput: median (lowest-highest) of {PASSES} passes; ratios of the medians.")
-    print("The loop handles one image at a time whatever the offered concurrency, as the release notes run it;")
-    print("it loads weights in-process while vLLM starts a server, hence its short cold start.")
+    print(f"The loop runs one image at a time whatever the offered concurrency; the batch column {BATCH} per generate.")
+    for s in served:
+        lowest = s.rps[16][1]
+        print(f"\n[{s.name}]")
+        print(verdict("served at 16 concurrent / loop, median", s.rps[16][0] / ref.loop[0], GOAL_VS_LOOP))
+        print(verdict("served at 16 concurrent / loop, every pass (slowest)", lowest / ref.loop[0], GOAL_VS_LOOP))
+        print(verdict(f"served at 16 concurrent / batch {BATCH}, median", s.rps[16][0] / ref.batched[0], 1.0))
+        print(verdict(f"served at 16 concurrent / batch {BATCH}, every pass (slowest)", lowest / ref.batched[0], 1.0))
+        print(verdict("single request latency / loop", s.latency_ms / ref.latency_ms, GOAL_LATENCY, at_most=True))
+
+
+@contextmanager
+def checkpoint_for(model: str) -> Iterator[str]:
+    if model == "random":
+        with tiny_model() as path:
+            yield str(path)
+    else:
+        yield resolve(model).location  # "tiny": the trained checkpoint shipped in server/checkpoints
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=f"random,{TINY_NAME}", help="'random' (built now), 'tiny', or paths")
+    parser.add_argument("--served", default="default", help=f"server configurations, of {', '.join(SERVED)}")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--serve-arg", action="append", default=[], help="extra vLLM argument for every server")
+    args = parser.parse_args()
+    files = photos(0, args.requests)  # the transformers side caches nothing: the same photos each pass
+    fresh = served_photos(args.requests)
+    for model in args.models.split(","):
+        load = f"load average {os.getloadavg()[0]:.1f} at the start"
+        with checkpoint_for(model) as checkpoint:
+            served = [
+                measure_served(name, checkpoint, args.requests, fresh, args.new_tokens, tuple(args.serve_arg))
+                for name in args.served.split(",")
+            ]
+            ref = measure_transformers(checkpoint, files, args.new_tokens)
+        load += f", {os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} cores)"
+        report(model, len(files), args.new_tokens, served, ref, load)
 
 
 if __name__ == "__main__":
