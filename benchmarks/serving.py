@@ -196,7 +196,7 @@ def report(model: str, files: int, new_tokens: int, served: list[Served], ref: R
             *(f"{s.latency_ms:.0f}" for s in served),
             f"{ref.latency_ms:.0f}",
             "-",
-            *(f"{s.latency_ms / ref.latency_ms:.2f}x slower" for s in served),
+            *(f"{s.latency_ms / ref.latency_ms:.2f}x the loop's" for s in served),
             *("-" for _ in served),
         ],
     ]
