@@ -26,6 +26,7 @@ from server.model_source import TINY_NAME, resolve
 from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH
 from training import finetune_data, finetune_eval
 from training.finetune_data import FinetuneError, MaskEncoder, Record, Task
+from training.prefix_lm import pad_prefix_lm
 
 if TYPE_CHECKING:
     import torch
@@ -123,30 +124,12 @@ class Collator:
         return [self.image_id] * self.image_tokens + [self.bos_id, *prefix], [*answer, self.eos_id]
 
     def __call__(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
-        import torch
         from PIL import Image
 
-        rows = [self.ids(r) for r in records]
-        length = max(len(p) + len(a) for p, a in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), length), dtype=torch.long)
-        token_types = torch.zeros((len(rows), length), dtype=torch.long)
-        labels = torch.full((len(rows), length), -100, dtype=torch.long)
-        for i, (prefix, answer) in enumerate(rows):
-            n = len(prefix) + len(answer)
-            ids[i, :n] = torch.tensor(prefix + answer)
-            attention[i, :n] = 1
-            token_types[i, len(prefix) : n] = 1
-            labels[i, len(prefix) : n] = torch.tensor(answer)
+        batch = pad_prefix_lm([self.ids(r) for r in records], self.pad_id)
         images = [Image.open(r.image).convert("RGB") for r in records]
-        pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        return {
-            "input_ids": ids,
-            "attention_mask": attention,
-            "token_type_ids": token_types,
-            "labels": labels,
-            "pixel_values": pixels,
-        }
+        batch["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        return batch
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from PIL import Image
 
 from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
 from training import patch_targets, scenes, tasks, vae
+from training.prefix_lm import pad_prefix_lm
 
 if TYPE_CHECKING:
     import torch
@@ -163,27 +164,11 @@ class Batcher:
         import torch
 
         rows = [(self.prefix_ids(item.example.prompt), self.answer_ids(item.example.answer)) for item in items]
-        length = max(len(p) + len(a) for p, a in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), length), dtype=torch.long)
-        token_types = torch.zeros((len(rows), length), dtype=torch.long)
-        labels = torch.full((len(rows), length), -100, dtype=torch.long)
-        for i, (prefix, answer) in enumerate(rows):
-            n = len(prefix) + len(answer)
-            ids[i, :n] = torch.tensor(prefix + answer)
-            attention[i, :n] = 1
-            token_types[i, len(prefix) : n] = 1
-            if causal is not None and causal[i]:
-                token_types[i, :n] = 1
-            labels[i, len(prefix) : n] = torch.tensor(answer)
         pixels = np.stack([model_pixels(item.image, self.arch.image_size_px) for item in items])
         grid = self.arch.image_size_px // self.arch.patch_size_px
         dense = [patch_targets.patch_targets(item.scene, grid) for item in items]
         return {
-            "input_ids": ids,
-            "attention_mask": attention,
-            "token_type_ids": token_types,
-            "labels": labels,
+            **pad_prefix_lm(rows, self.pad_id, causal),
             "pixel_values": torch.from_numpy(pixels),
             "patch_kind": torch.from_numpy(np.stack([d.kind for d in dense])),
             "patch_color": torch.from_numpy(np.stack([d.color for d in dense])),
