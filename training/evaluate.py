@@ -240,7 +240,7 @@ def ap50(held_out: Sequence[scenes.Scene], detections: dict[int, Detections]) ->
     return float(evaluation.stats[1])
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
@@ -263,7 +263,7 @@ def score(
             for o in scene.objects:
                 if o.shape == request.subject:
                     truth_mask = scenes.object_mask(scene, o)
-                    ious = [_mask_iou(truth_mask, s.mask) for s in result.objects if s.mask is not None]
+                    ious = [mask_iou(truth_mask, s.mask) for s in result.objects if s.mask is not None]
                     mask_ious.append(max(ious, default=0.0))
         elif isinstance(result, TextResult):
             exact["ocr"].append(result.text.strip() == request.expected)

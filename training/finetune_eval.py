@@ -18,6 +18,7 @@ import numpy as np
 
 from tools import parsing
 from tools.models import Detections, Segments
+from training.evaluate import mask_iou
 from training.finetune_data import Instance, Record, Task
 
 if TYPE_CHECKING:
@@ -82,11 +83,6 @@ def detection_ap50(pairs: Sequence[tuple[Sequence[Instance], Detections]]) -> fl
     return float(evaluation.stats[1])
 
 
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
 def mask_miou(pairs: Sequence[tuple[Sequence[Instance], Segments]]) -> float:
     """Mean over true masks of the best IoU with an answered mask of the same label (0 when none)."""
     ious = []
@@ -94,7 +90,7 @@ def mask_miou(pairs: Sequence[tuple[Sequence[Instance], Segments]]) -> float:
         for o in truth:
             if o.mask is None:
                 continue
-            answered = [_mask_iou(o.mask, s.mask) for s in found.objects if s.label == o.label and s.mask is not None]
+            answered = [mask_iou(o.mask, s.mask) for s in found.objects if s.label == o.label and s.mask is not None]
             ious.append(max(answered, default=0.0))
     return float(np.mean(ious)) if ious else 0.0
 
