@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,20 @@ class TinyServer:
     log_path: Path
 
 
+@contextlib.contextmanager
+def serving(options: ServeOptions, log_path: Path) -> Iterator[TinyServer]:
+    """`paligemma serve` with `options` on this CPU, stopped (by its process id) on exit."""
+    the_plan = serve.plan(options, device="cpu")
+    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S) as server:
+        yield TinyServer(
+            base_url=the_plan.command.base_url,
+            model=the_plan.command.served_model_name,
+            model_dir=Path(the_plan.source.location),
+            pid=server.pid,
+            log_path=log_path,
+        )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("checkpoints") / "tiny-paligemma2")
@@ -60,28 +75,13 @@ def tiny_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         "--structured-outputs-config",
         '{"backend": "xgrammar", "disable_any_whitespace": true}',
     )
-    options = ServeOptions(model=str(tiny_model_dir), port=free_port(), vllm_args=agent_llm)
-    the_plan = serve.plan(options, device="cpu")
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S) as server:
-        yield TinyServer(
-            base_url=the_plan.command.base_url,
-            model=the_plan.command.served_model_name,
-            model_dir=tiny_model_dir,
-            pid=server.pid,
-            log_path=log_path,
-        )
+    with serving(ServeOptions(model=str(tiny_model_dir), port=free_port(), vllm_args=agent_llm), log_path) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def trained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
     """One vLLM server on the trained tiny model (`paligemma serve --model tiny`), as a user starts it."""
     log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny-trained.log"
-    the_plan = serve.plan(ServeOptions(model=TINY_NAME, port=free_port()), device="cpu")
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S) as server:
-        yield TinyServer(
-            base_url=the_plan.command.base_url,
-            model=the_plan.command.served_model_name,
-            model_dir=Path(the_plan.source.location),
-            pid=server.pid,
-            log_path=log_path,
-        )
+    with serving(ServeOptions(model=TINY_NAME, port=free_port()), log_path) as server:
+        yield server
