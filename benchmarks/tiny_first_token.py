@@ -4,9 +4,11 @@
 
 For held-out scenes and a shape each holds, the next-token distribution after `detect SHAPE`,
 `segment SHAPE` and `detect circle ; square ; triangle` (transformers, PaliGemma's prefix
-mask): the probability of `<eos>`, of all `<loc>` tokens together, and of the single best
+mask), and after `detect ABSENT` for a shape the scene does not hold (where `<eos>` is right):
+the probability of `<eos>`, of all `<loc>` tokens together, and of the single best
 `<loc>` bin. Greedy decoding answers nothing whenever `<eos>` beats the best bin, however much
-probability the `<loc>` tokens hold together. Prints one table of medians and that share.
+probability the `<loc>` tokens hold together. Prints one table of medians and that share, and
+how much the first token changes with the shape named (a model that ignores the name: ~0).
 """
 
 from __future__ import annotations
@@ -36,15 +38,26 @@ def main() -> None:
     first_loc = processor.tokenizer.convert_tokens_to_ids("<loc0000>")
     eos = processor.tokenizer.eos_token_id
     measured: dict[str, list[tuple[float, float, float]]] = {}
+    name_dependence: list[float] = []  # KL between the first tokens after `detect A` and `detect B`
     for scene in evaluate.held_out_scenes(args.scenes):
         if not scene.objects:
             continue
+        one_name = []
+        for asked_shape in evaluate.ALL_SHAPES:
+            inputs = processor(text=[prompts.detect((asked_shape,))], images=[scene.image], return_tensors="pt")
+            with torch.inference_mode():
+                one_name.append(model(**inputs).logits[0, -1].log_softmax(-1))
+        for a, b in ((0, 1), (1, 2), (2, 0)):
+            name_dependence.append(float((one_name[a].exp() * (one_name[a] - one_name[b])).sum()))
         shape = scene.objects[0].shape
+        absent = [s for s in evaluate.ALL_SHAPES if all(o.shape != s for o in scene.objects)]
         asked = {
             "detect SHAPE": prompts.detect((shape,)),
             "segment SHAPE": prompts.segment((shape,)),
             "detect circle ; square ; triangle": prompts.detect(evaluate.ALL_SHAPES),
         }
+        if absent:  # the control: here `<eos>` is the right answer
+            asked["detect ABSENT (not in the scene)"] = prompts.detect((absent[0],))
         for name, prompt in asked.items():
             inputs = processor(text=[prompt], images=[scene.image], return_tensors="pt")
             with torch.inference_mode():
@@ -58,9 +71,13 @@ def main() -> None:
         eos_wins = sum(v[0] > v[2] for v in values) / len(values)
         rows.append([name, str(len(values)), f"{eos_p:.3f}", f"{loc_sum:.3f}", f"{loc_best:.3f}", f"{eos_wins:.2f}"])
     print_table(
-        f"First answer token of the tiny model at {folder.name}, held-out scenes, the named shape present",
+        f"First answer token of the tiny model at {folder.name}, held-out scenes (ABSENT: a shape not in the scene)",
         ["prompt", "scenes", "P(<eos>) median", "P(any <loc>) median", "P(best <loc>) median", "share <eos> wins"],
         rows,
+    )
+    print(
+        "how much the first token depends on the shape named: median KL(detect A || detect B) over pairs "
+        f"of shapes, {len(name_dependence)} pairs: {statistics.median(name_dependence):.4f} nats"
     )
 
 
