@@ -10,7 +10,6 @@ serving and parsing code paths, never to judge quality. See docs/tiny-model.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,13 +53,8 @@ quality. For real answers serve `google/paligemma2-3b-mix-448` or another preset
 """
 
 
-def build_tokenizer(words: Sequence[str] = ()) -> GemmaTokenizer:
-    """A character-level Gemma tokenizer with PaliGemma's special and location tokens.
-
-    `words` become tokens of their own (matched as whole words, after the `<loc>`/`<seg>`
-    tokens): a model this small binds a name in the prompt to what the image shows far more
-    easily when `circle` is one token than six characters (docs/tiny-model.md).
-    """
+def build_tokenizer() -> GemmaTokenizer:
+    """A character-level Gemma tokenizer with PaliGemma's special and location tokens."""
     from tokenizers import AddedToken
     from transformers import GemmaTokenizer
 
@@ -78,7 +72,6 @@ def build_tokenizer(words: Sequence[str] = ()) -> GemmaTokenizer:
     locations = [f"<loc{i:04d}>" for i in range(1024)]
     segments = [f"<seg{i:03d}>" for i in range(128)]
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in locations + segments])
-    tokenizer.add_tokens([AddedToken(w, normalized=False, special=False, single_word=True) for w in words])
     return tokenizer
 
 

