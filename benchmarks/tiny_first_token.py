@@ -21,6 +21,7 @@ from benchmarks.common import print_table
 from server.model_source import TINY_NAME, resolve
 from tools import prompts
 from training import evaluate
+from training.prefix_lm import REFERENCE_ATTENTION
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
     folder = Path(resolve(args.model).location)
-    model = PaliGemmaForConditionalGeneration.from_pretrained(folder).eval()
+    model = PaliGemmaForConditionalGeneration.from_pretrained(folder, attn_implementation=REFERENCE_ATTENTION).eval()
     processor = PaliGemmaProcessor.from_pretrained(folder)
     first_loc = processor.tokenizer.convert_tokens_to_ids("<loc0000>")
     eos = processor.tokenizer.eos_token_id

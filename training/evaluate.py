@@ -20,6 +20,7 @@ import numpy as np
 from tools import parsing, prompts
 from tools.models import AnswerResult, CaptionResult, Detections, Segments, TextResult, ToolResult
 from training import scenes, tasks
+from training.prefix_lm import REFERENCE_ATTENTION
 
 if TYPE_CHECKING:
     from tools.client import PaliGemmaClient
@@ -116,7 +117,7 @@ def transformers_results(
 
     from tools.tasks import MAX_TOKENS
 
-    model: Any = PaliGemmaForConditionalGeneration.from_pretrained(model_dir, attn_implementation="sdpa")
+    model: Any = PaliGemmaForConditionalGeneration.from_pretrained(model_dir, attn_implementation=REFERENCE_ATTENTION)
     model.eval()
     processor = PaliGemmaProcessor.from_pretrained(model_dir)
     answers: dict[int, str] = {}

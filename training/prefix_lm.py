@@ -33,3 +33,11 @@ def pad_prefix_lm(
         token_types[i, 0 if causal is not None and causal[i] else len(prefix) : n] = 1
         labels[i, len(prefix) : n] = torch.tensor(answer)
     return {"input_ids": ids, "attention_mask": attention, "token_type_ids": token_types, "labels": labels}
+
+
+# transformers' attention for reference answers under either mask (training.evaluate). Given
+# `token_type_ids`, SDPA and eager apply the same two-way prefix (training batches always carry
+# them). Given none, which is how a fully causal reference is asked for, eager is causal but SDPA
+# (transformers 5.19) attends both ways over the whole prompt: the causal column of the accuracy
+# tables was a second prefix column until this was found (tests/training/test_prefix_lm.py).
+REFERENCE_ATTENTION = "eager"
