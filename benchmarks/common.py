@@ -42,6 +42,19 @@ def tiny_model() -> Iterator[Path]:
         yield build_tiny_model(Path(tmp) / "tiny-paligemma2")
 
 
+@contextmanager
+def checkpoint_for(model: str) -> Iterator[str]:
+    """A local checkpoint folder: 'random' built now (removed after), anything else resolved by
+    server.model_source ('tiny' is the trained checkpoint shipped in server/checkpoints)."""
+    from server.model_source import resolve
+
+    if model == "random":
+        with tiny_model() as path:
+            yield str(path)
+    else:
+        yield resolve(model).location
+
+
 def median_ms(samples: Sequence[float]) -> float:
     return statistics.median(samples) * 1000
 

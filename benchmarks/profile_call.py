@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import photo_like, print_table, tiny_model
+from benchmarks.common import checkpoint_for, photo_like, print_table
 from server import serve
 from server.process import free_port
 from server.vllm_command import ServeOptions
@@ -243,7 +243,7 @@ def main() -> None:
     width, height = (int(v) for v in args.photo.split("x"))
     load_before = os.getloadavg()[0]
 
-    with tempfile.TemporaryDirectory() as tmp, _checkpoint(args.model) as checkpoint:
+    with tempfile.TemporaryDirectory() as tmp, checkpoint_for(args.model) as checkpoint:
         made = iter(range(10**9))
 
         def fresh(count: int) -> list[Path]:
@@ -281,15 +281,6 @@ def main() -> None:
         report(runs, args.photo, load_before)
         if profile is not None:
             print_table(PY_SPY_TITLE, PY_SPY_HEADER, profile)
-
-
-@contextmanager
-def _checkpoint(model: str) -> Iterator[str]:
-    if model == "random":
-        with tiny_model() as path:
-            yield str(path)
-    else:
-        yield model
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from benchmarks.common import TransformersLoop, median_ms, photo_like, print_table, timed, tiny_model
+from benchmarks.common import TransformersLoop, checkpoint_for, median_ms, photo_like, print_table, timed
 from server import serve
-from server.model_source import TINY_NAME, resolve
+from server.model_source import TINY_NAME
 from server.process import free_port
 from server.vllm_command import ServeOptions
 from tools import PaliGemmaClient, encode_for_model, load_image
@@ -227,15 +227,6 @@ def report(model: str, files: int, new_tokens: int, served: list[Served], ref: R
         print(verdict(f"served at 16 concurrent / batch {BATCH}, median", s.rps[16][0] / ref.batched[0], 1.0))
         print(verdict(f"served at 16 concurrent / batch {BATCH}, every pass (slowest)", lowest / ref.batched[0], 1.0))
         print(verdict("single request latency / loop", s.latency_ms / ref.latency_ms, GOAL_LATENCY, at_most=True))
-
-
-@contextmanager
-def checkpoint_for(model: str) -> Iterator[str]:
-    if model == "random":
-        with tiny_model() as path:
-            yield str(path)
-    else:
-        yield resolve(model).location  # "tiny": the trained checkpoint shipped in server/checkpoints
 
 
 def main() -> None:
