@@ -9,6 +9,9 @@ the probability of `<eos>`, of all `<loc>` tokens together, and of the single be
 `<loc>` bin. Greedy decoding answers nothing whenever `<eos>` beats the best bin, however much
 probability the `<loc>` tokens hold together. Prints one table of medians and that share, and
 how much the first token changes with the shape named (a model that ignores the name: ~0).
+Then where each attention head of the text model looks from the last prompt token, on scenes
+holding two or three kinds of shape: its attention on the cells of the shape named against its
+attention on the other shapes' cells (a head that finds what is named: the first far above).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from benchmarks.common import print_table
 from server.model_source import TINY_NAME, resolve
 from tools import prompts
-from training import evaluate
+from training import evaluate, patch_targets
 from training.prefix_lm import REFERENCE_ATTENTION
 
 
@@ -40,14 +43,26 @@ def main() -> None:
     eos = processor.tokenizer.eos_token_id
     measured: dict[str, list[tuple[float, float, float]]] = {}
     name_dependence: list[float] = []  # KL between the first tokens after `detect A` and `detect B`
+    looks: dict[tuple[int, int], list[tuple[float, float]]] = {}  # (layer, head) -> (on named, on others)
+    config = model.config.vision_config
+    grid = config.image_size // config.patch_size
     for scene in evaluate.held_out_scenes(args.scenes):
         if not scene.objects:
             continue
         one_name = []
+        kinds = patch_targets.patch_targets(scene, grid).kind
+        several = len({o.shape for o in scene.objects}) >= 2
         for asked_shape in evaluate.ALL_SHAPES:
             inputs = processor(text=[prompts.detect((asked_shape,))], images=[scene.image], return_tensors="pt")
             with torch.inference_mode():
-                one_name.append(model(**inputs).logits[0, -1].log_softmax(-1))
+                outputs = model(**inputs, output_attentions=True)
+            one_name.append(outputs.logits[0, -1].log_softmax(-1))
+            named = kinds == patch_targets.KINDS.index(asked_shape)
+            others = (kinds >= 1) & (kinds <= len(evaluate.ALL_SHAPES)) & ~named
+            if several and named.any():
+                for layer, weights in enumerate(outputs.attentions):
+                    for head, row in enumerate(weights[0, :, -1, : grid * grid].numpy()):
+                        looks.setdefault((layer, head), []).append((float(row[named].sum()), float(row[others].sum())))
         for a, b in ((0, 1), (1, 2), (2, 0)):
             name_dependence.append(float((one_name[a].exp() * (one_name[a] - one_name[b])).sum()))
         shape = scene.objects[0].shape
@@ -79,6 +94,23 @@ def main() -> None:
     print(
         "how much the first token depends on the shape named: median KL(detect A || detect B) over pairs "
         f"of shapes, {len(name_dependence)} pairs: {statistics.median(name_dependence):.4f} nats"
+    )
+    print()
+    print_table(
+        "Where each text-model head looks from the last prompt token of `detect SHAPE` (scenes of two or three"
+        " kinds of shape, SHAPE among them): its attention on the named shape's cells and on the other shapes'",
+        ["layer", "head", "cases", "on the named shape, median", "on other shapes, median", "share on named, median"],
+        [
+            [
+                str(layer),
+                str(head),
+                str(len(values)),
+                f"{statistics.median(v[0] for v in values):.2f}",
+                f"{statistics.median(v[1] for v in values):.2f}",
+                f"{statistics.median(v[0] / max(v[0] + v[1], 1e-9) for v in values):.2f}",
+            ]
+            for (layer, head), values in sorted(looks.items())
+        ],
     )
 
 

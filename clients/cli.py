@@ -177,17 +177,41 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reuse-vae", action="store_true", help="use the VQ-VAE already at --vae-out instead of training it"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="training steps of the model (default 6000)")
+    p.add_argument("--steps", type=int, help="steps of the main stage (default 6000)")
+    p.add_argument(
+        "--binding-steps", type=int, help="steps of the experimental binding stage after it (default 0: none)"
+    )
+    p.add_argument(
+        "--binding-stage-only",
+        action="store_true",
+        help="run only the binding stage, continuing the main stage's checkpoint already in --out",
+    )
     p.set_defaults(handler=_train_tiny)
 
 
 def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
     import dataclasses
 
-    from training.train_tiny import TrainSettings, train
+    from training.train_tiny import TrainSettings, bind_names, train
     from training.vae import train_vae
 
     vae_path: Path = args.vae_out or args.out / "vae.npz"
+    settings = TrainSettings(seed=args.seed)
+    if args.steps:
+        settings = dataclasses.replace(settings, steps=args.steps)
+    if args.binding_steps is not None:
+        settings = dataclasses.replace(settings, binding_steps=args.binding_steps)
+    if args.binding_stage_only:
+        if not (args.out / "train_log.json").is_file() or not vae_path.is_file():
+            print(
+                f"--binding-stage-only continues a main stage: {args.out} needs its checkpoint and train_log.json,"
+                f" and {vae_path} the VQ-VAE it was trained with.",
+                file=sys.stderr,
+            )
+            return 2
+        out = bind_names(args.out, vae_path, settings)
+        print(f"Binding stage done in {out} (loss curve: {out / 'loss_curve.png'}).")
+        return 0
     if not args.reuse_vae:
         print(f"Training the VQ-VAE into {vae_path} ...", flush=True)
         metrics = train_vae(vae_path, seed=args.seed)
@@ -195,9 +219,6 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
     elif not vae_path.is_file():
         print(f"--reuse-vae: there is no VQ-VAE at {vae_path}; drop --reuse-vae to train one.", file=sys.stderr)
         return 2
-    settings = TrainSettings(seed=args.seed)
-    if args.steps:
-        settings = dataclasses.replace(settings, steps=args.steps)
     out = train(args.out, vae_path, settings)
     print(f"Trained tiny PaliGemma 2 in {out} (loss curve: {out / 'loss_curve.png'}).")
     return 0

@@ -75,14 +75,22 @@ def require_vllm(hardware: hw.Hardware) -> None:
 
 
 @contextmanager
-def running(
-    the_plan: Plan, *, echo: bool = True, log_path: Path | None = None, timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
-) -> Iterator[VllmServer]:
-    """Start the planned server and yield it once healthy; stop every process on exit."""
+def started(the_plan: Plan, *, echo: bool = True, log_path: Path | None = None) -> Iterator[VllmServer]:
+    """Check what the plan needs and start the server, without waiting for it to get healthy (callers
+    that start several at once wait for each with `wait_until_healthy`); stop every process on exit."""
     require_vllm(the_plan.hardware)
     check_port_free(the_plan.command.host, the_plan.command.port)
     check_available(the_plan.source)
     with VllmServer(the_plan.command, echo=echo, log_path=log_path) as server:
+        yield server
+
+
+@contextmanager
+def running(
+    the_plan: Plan, *, echo: bool = True, log_path: Path | None = None, timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
+) -> Iterator[VllmServer]:
+    """Start the planned server and yield it once healthy; stop every process on exit."""
+    with started(the_plan, echo=echo, log_path=log_path) as server:
         server.wait_until_healthy(timeout_s)
         yield server
 

@@ -1,21 +1,23 @@
-"""Session fixtures: the tiny random checkpoint, a vLLM server on it, and one on the trained tiny model."""
+"""Session fixtures: the tiny random checkpoint and the vLLM servers of the session (tests/server_pool.py)."""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
-from server import serve
+from server.lora import read_adapters
 from server.model_source import TINY_NAME
-from server.process import free_port
 from server.tiny_model import build_tiny_model
 from server.vllm_command import ServeOptions
+from tests.server_pool import Prepare, ServerPool, TinyServer
+from training import star_scenes
 
 # How long a test waits for vLLM to get healthy: as long as `paligemma serve` does, since a CPU
 # machine busy with other work (a training run) starts it many times slower than an idle one.
@@ -26,62 +28,109 @@ settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-@dataclass(frozen=True)
-class TinyServer:
-    """A running vLLM server on the tiny model."""
-
-    base_url: str
-    model: str
-    model_dir: Path
-    pid: int
-    log_path: Path
-
-
-@contextlib.contextmanager
-def serving(options: ServeOptions, log_path: Path) -> Iterator[TinyServer]:
-    """`paligemma serve` with `options` on this CPU, stopped (by its process id) on exit."""
-    the_plan = serve.plan(options, device="cpu")
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S) as server:
-        yield TinyServer(
-            base_url=the_plan.command.base_url,
-            model=the_plan.command.served_model_name,
-            model_dir=Path(the_plan.source.location),
-            pid=server.pid,
-            log_path=log_path,
-        )
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("checkpoints") / "tiny-paligemma2")
 
 
+# The tiny random model also plays the agent LLM in tests/clients/test_agent.py: a per-request chat
+# template, automatic tool choice with the pythonic parser (no special tokens needed), and JSON
+# grammars without free whitespace (random weights would otherwise pad tool arguments with tabs
+# forever). Requests without tools or templates, as every other test sends, are unaffected.
+AGENT_LLM_ARGS = (
+    "--trust-request-chat-template",
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "pythonic",
+    "--structured-outputs-config",
+    '{"backend": "xgrammar", "disable_any_whitespace": true}',
+)
+WINDOW = 128  # Gemma 2's sliding window of the windowed model, cut below the tiny model's 256 image tokens
+
+
+def build_windowed_model(folder: Path) -> Path:
+    """The tiny random model with a 128-token sliding window: its 256-token image outgrows the window
+    as the 4,096 image tokens of an 896 px checkpoint fill Gemma 2's 4,096-token one."""
+    model_dir = build_tiny_model(folder)
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["text_config"]["sliding_window"] = WINDOW
+    config_path.write_text(json.dumps(config, indent=2))
+    return model_dir
+
+
+def finetune_star_adapter(work: Path) -> Path:
+    """`paligemma finetune --lora` for a few steps on star scenes written to `work/data` (the first
+    of the README's three fine-tuning commands); returns the adapter's folder."""
+    coco = star_scenes.write_coco(work / "data", 8, seed=11, max_side=200)
+    out = work / "star"
+    finetuned = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "finetune", "--model", TINY_NAME, "--data", str(coco), "--images",
+         str(coco.parent / "images"), "--task", "detect", "--out", str(out), "--lora", "--max-steps", "3",
+         "--batch-size", "4", "--eval-split", "0.25"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if finetuned.returncode != 0 or "AP50" not in finetuned.stdout:
+        raise RuntimeError(f"finetune failed ({finetuned.returncode}):\n{finetuned.stdout}\n{finetuned.stderr}")
+    return out
+
+
 @pytest.fixture(scope="session")
-def tiny_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
-    """One vLLM server for the whole session, stopped (its whole process group) at the end.
-
-    Configured as `paligemma serve` configures it, plus vLLM options that let the same tiny
-    model also play the agent LLM in tests/clients/test_agent.py: a per-request chat template,
-    automatic tool choice with the pythonic parser (no special tokens needed), and JSON
-    grammars without free whitespace (random weights would otherwise pad tool arguments with
-    tabs forever). Requests without tools or templates, as every other test sends, are unaffected.
-    """
-    log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny.log"
-    agent_llm = (
-        "--trust-request-chat-template",
-        "--enable-auto-tool-choice",
-        "--tool-call-parser",
-        "pythonic",
-        "--structured-outputs-config",
-        '{"backend": "xgrammar", "disable_any_whitespace": true}',
-    )
-    with serving(ServeOptions(model=str(tiny_model_dir), port=free_port(), vllm_args=agent_llm), log_path) as server:
-        yield server
+def finetune_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("finetune")
 
 
 @pytest.fixture(scope="session")
-def trained_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
-    """One vLLM server on the trained tiny model (`paligemma serve --model tiny`), as a user starts it."""
-    log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny-trained.log"
-    with serving(ServeOptions(model=TINY_NAME, port=free_port()), log_path) as server:
-        yield server
+def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    """Starts, at once, every pooled server the collected tests use (tests/server_pool.py)."""
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    model_dir: Path = request.getfixturevalue("tiny_model_dir")
+    windowed_dir = tmp_path_factory.mktemp("checkpoints") / f"tiny-window-{WINDOW}"
+    finetune_dir: Path = request.getfixturevalue("finetune_work") if "lora_server" in wanted else windowed_dir
+    plans: dict[str, Prepare] = {
+        "tiny_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), vllm_args=AGENT_LLM_ARGS),
+        "trained_server": lambda pool: ServeOptions(model=TINY_NAME, port=pool.port()),
+        "causal_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), attention="causal"),
+        "windowed_server": lambda pool: ServeOptions(model=str(build_windowed_model(windowed_dir)), port=pool.port()),
+        "lora_server": lambda pool: ServeOptions(
+            model=TINY_NAME, port=pool.port(), loras=read_adapters([f"star={finetune_star_adapter(finetune_dir)}"])
+        ),
+    }
+    with ServerPool(tmp_path_factory.mktemp("logs"), START_TIMEOUT_S) as pool:
+        for name, prepare in plans.items():
+            if name in wanted:
+                pool.start(name, prepare)
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def tiny_server(server_pool: ServerPool) -> TinyServer:
+    """`paligemma serve` on the tiny random model, with the agent LLM's options (AGENT_LLM_ARGS)."""
+    return server_pool.ready("tiny_server")
+
+
+@pytest.fixture(scope="session")
+def trained_server(server_pool: ServerPool) -> TinyServer:
+    """`paligemma serve --model tiny`: the trained tiny model, as a user starts it."""
+    return server_pool.ready("trained_server")
+
+
+@pytest.fixture(scope="module")
+def causal_server(server_pool: ServerPool) -> Iterator[TinyServer]:
+    """`paligemma serve --attention causal` on the tiny model: vLLM's plain causal mask, for comparison."""
+    yield server_pool.ready("causal_server")
+    server_pool.stop("causal_server")  # only one module uses it
+
+
+@pytest.fixture(scope="module")
+def windowed_server(server_pool: ServerPool) -> Iterator[TinyServer]:
+    """The tiny model with a sliding window shorter than its prompts (build_windowed_model)."""
+    yield server_pool.ready("windowed_server")
+    server_pool.stop("windowed_server")  # only one module uses it
+
+
+@pytest.fixture(scope="module")
+def lora_server(server_pool: ServerPool) -> Iterator[TinyServer]:
+    """`paligemma serve --model tiny --lora star=ADAPTER`, the adapter from finetune_star_adapter."""
+    yield server_pool.ready("lora_server")
+    server_pool.stop("lora_server")  # only one module uses it

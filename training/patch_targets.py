@@ -33,7 +33,7 @@ class PatchTargets:
     letter: np.ndarray  # (cells,) 0..25 for A..Z
 
 
-def _coverage(mask: np.ndarray, grid: int) -> np.ndarray:
+def coverage(mask: np.ndarray, grid: int) -> np.ndarray:
     """Share of each grid cell that `mask` covers, (grid, grid)."""
     image = Image.fromarray(mask.astype(np.uint8) * 255)
     return np.asarray(image.resize((grid, grid), Image.Resampling.BOX), dtype=np.float32).reshape(-1) / 255.0
@@ -55,7 +55,7 @@ def patch_targets(scene: Scene, grid: int) -> PatchTargets:
     letter = np.full(cells, IGNORE, dtype=np.int64)
     best = np.full(cells, COVERED, dtype=np.float32)
     for obj in scene.objects:
-        share = _coverage(object_mask(scene, obj), grid)
+        share = coverage(object_mask(scene, obj), grid)
         won = share >= best
         best = np.where(won, share, best)
         kind[won] = 1 + SHAPES.index(obj.shape)
@@ -65,7 +65,7 @@ def patch_targets(scene: Scene, grid: int) -> PatchTargets:
         x0, y0, x1, y1 = scene.word.box_xyxy
         mask = np.zeros((scene.height, scene.width), dtype=bool)
         mask[y0:y1, x0:x1] = True
-        won = _coverage(mask, grid) >= best
+        won = coverage(mask, grid) >= best
         kind[won] = KINDS.index("word")
         centres_x = (np.arange(cells) % grid + 0.5) * scene.width / grid
         index = np.searchsorted(_letter_edges(scene.word.text, x0, x1), centres_x)

@@ -33,9 +33,15 @@ NUMBER_WORDS: Final = ("0", "1", "2", "3")
 
 @dataclass(frozen=True)
 class Example:
+    """A prompt and its answer; `subjects` are the indices (into the scene's objects) of what the
+    answer is about: for `detect` and `segment` the objects whose boxes it writes, in its order;
+    for a question, the objects the question asks about. Training looks at them
+    (training.grounding); the answer text does not depend on them."""
+
     task: str
     prompt: str
     answer: str
+    subjects: tuple[int, ...] = ()
 
 
 CodesFor = Callable[[str], Sequence[int]]  # shape name -> its 16 mask codes
@@ -74,21 +80,34 @@ def _names(rng: np.random.Generator, scene: Scene, most: int) -> tuple[str, ...]
     return tuple(names)
 
 
-def detect(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
-    names = _names(rng, scene, 3)
-    found = [(name, object_bins(scene, o)) for name in names for o in reading_order(scene.objects) if matches(o, name)]
-    return Example("detect", prompts.detect(names), answer_text.detection_text(found))
+def _named_objects(scene: Scene, names: Sequence[str]) -> list[tuple[str, ShapeObject]]:
+    """(name, object) in answer order: for each name as asked, its objects in reading order."""
+    return [(name, o) for name in names for o in reading_order(scene.objects) if matches(o, name)]
+
+
+def _indices(scene: Scene, objects: Sequence[ShapeObject]) -> tuple[int, ...]:
+    return tuple(scene.objects.index(o) for o in objects)
+
+
+def detect(rng: np.random.Generator, scene: Scene, codes_for: CodesFor, most_names: int = 3) -> Example:
+    names = _names(rng, scene, most_names)
+    named = _named_objects(scene, names)
+    found = [(name, object_bins(scene, o)) for name, o in named]
+    subjects = _indices(scene, [o for _, o in named])
+    return Example("detect", prompts.detect(names), answer_text.detection_text(found), subjects)
+
+
+def detect_one(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
+    """`detect` of one name: where two kinds of shape share the scene, only the name says which box."""
+    return detect(rng, scene, codes_for, most_names=1)
 
 
 def segment(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
     names = _names(rng, scene, 2 if rng.random() < 0.2 else 1)
-    found = [
-        (name, object_bins(scene, o), codes_for(o.shape))
-        for name in names
-        for o in reading_order(scene.objects)
-        if matches(o, name)
-    ]
-    return Example("segment", prompts.segment(names), answer_text.segment_text(found))
+    named = _named_objects(scene, names)
+    found = [(name, object_bins(scene, o), codes_for(o.shape)) for name, o in named]
+    subjects = _indices(scene, [o for _, o in named])
+    return Example("segment", prompts.segment(names), answer_text.segment_text(found), subjects)
 
 
 def ocr(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
@@ -129,11 +148,11 @@ def describe(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exa
 
 def count(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
     if rng.random() < 0.25:
-        question, n = "how many shapes are there?", len(scene.objects)
+        question, counted = "how many shapes are there?", list(scene.objects)
     else:
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        question, n = f"how many {shape}s are there?", sum(o.shape == shape for o in scene.objects)
-    return Example("count", prompts.answer(question, "en"), NUMBER_WORDS[n])
+        question, counted = f"how many {shape}s are there?", [o for o in scene.objects if o.shape == shape]
+    return Example("count", prompts.answer(question, "en"), NUMBER_WORDS[len(counted)], _indices(scene, counted))
 
 
 def _unique(scene: Scene, key: Callable[[ShapeObject], str]) -> dict[str, ShapeObject]:
@@ -148,13 +167,15 @@ def color(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exampl
     if not single:
         return None
     shape = sorted(single)[int(rng.integers(len(single)))]
-    return Example("color", prompts.answer(f"what color is the {shape}?", "en"), single[shape].color)
+    question = prompts.answer(f"what color is the {shape}?", "en")
+    return Example("color", question, single[shape].color, _indices(scene, [single[shape]]))
 
 
 def exists(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    answer = "yes" if any(o.shape == shape for o in scene.objects) else "no"
-    return Example("exists", prompts.answer(f"is there a {shape}?", "en"), answer)
+    found = [o for o in scene.objects if o.shape == shape]
+    question = prompts.answer(f"is there a {shape}?", "en")
+    return Example("exists", question, "yes" if found else "no", _indices(scene, found))
 
 
 def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example | None:
@@ -165,11 +186,25 @@ def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exa
     if not asked:
         return None
     chosen = sorted(asked)[int(rng.integers(len(asked)))]
-    return Example("question", prompts.question(chosen, "en"), f"what color is the {by_color[chosen].shape}?")
+    asked_about = by_color[chosen]
+    answer = f"what color is the {asked_about.shape}?"
+    return Example("question", prompts.question(chosen, "en"), answer, _indices(scene, [asked_about]))
 
+
+# The binding stage's tasks (training.train_tiny.bind_names), on scenes of two or three kinds of
+# shape: each answer depends on the shape the prompt names.
+BINDING_WEIGHTS: Final[dict[str, float]] = {
+    "detect_one": 0.4,
+    "segment": 0.2,
+    "count": 0.2,
+    "color": 0.1,
+    "exists": 0.1,
+}
+BUILT_AS: Final[dict[str, str]] = {"detect_one": "detect"}  # builder name -> the task of its examples
 
 _BUILDERS: Final[dict[str, Callable[[np.random.Generator, Scene, CodesFor], Example | None]]] = {
     "detect": detect,
+    "detect_one": detect_one,
     "segment": segment,
     "ocr": ocr,
     "caption": caption,

@@ -17,8 +17,8 @@ import io
 import json
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
-from training import patch_targets, scenes, tasks, vae
+from training import grounding, patch_targets, scenes, tasks, vae
 from training.prefix_lm import pad_prefix_lm
 
 if TYPE_CHECKING:
@@ -87,7 +87,19 @@ class TrainSettings:
     # pixels to a `<loc>` answer, learned before the task mix asks for anything else.
     first_steps_locating_one: int = 1000
     aux_weight: float = 1.0  # the per-patch auxiliary loss (training.aux_heads)
+    # One attention head looks at the object the answer speaks of (training.grounding).
+    grounding: grounding.GroundingSettings = field(default_factory=grounding.GroundingSettings)
     probe_every: int = 100  # steps between measurements of the teacher-forced <loc> error
+    # An optional binding stage after the main one (bind_names): scenes of several kinds of shape,
+    # asked about one, with the grounding and prototype losses (training.grounding). Off: tried
+    # on the shipped checkpoint, it made the first token depend on the name more but located worse
+    # (docs/tiny-model.md, "Why it does not answer yet").
+    binding_steps: int = 0
+    binding_share: float = 0.5  # of its batches; the rest keep the main mix
+    binding_lr: float = 3e-4
+    # What the binding stage trains: "all" the weights, or only the supervised head's layer's
+    # query and key projections ("attention": the answer's machinery stays as the main stage left it).
+    binding_trains: str = "attention"
 
 
 def shape_codes(vae_path: Path) -> dict[str, tuple[int, ...]]:
@@ -132,6 +144,8 @@ class Batcher:
         self.codes = codes
         self.image_id = tokenizer.convert_tokens_to_ids("<image>")
         self.bos_id, self.eos_id, self.pad_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.loc_range = _token_range(tokenizer, [f"<loc{i:04d}>" for i in range(1024)])
+        self.seg_range = _token_range(tokenizer, [f"<seg{i:03d}>" for i in range(128)])
 
     def prefix_ids(self, prompt: str) -> list[int]:
         """`<image>`xN `<bos>` prompt `\\n`: the ids vLLM and PaliGemmaProcessor build."""
@@ -143,23 +157,32 @@ class Batcher:
         return [*ids, self.eos_id]
 
     def sample(
-        self, rng: np.random.Generator, task: str | None = None, *, most_objects: int = scenes.MAX_OBJECTS
+        self,
+        rng: np.random.Generator,
+        task: str | None = None,
+        *,
+        most_objects: int = scenes.MAX_OBJECTS,
+        least_kinds: int = 0,
     ) -> Item:
-        """A fresh scene (of at most `most_objects` shapes) and one example of `task` (or of a
-        task drawn by `tasks.TASK_WEIGHTS`)."""
+        """A fresh scene (of at most `most_objects` shapes, of at least `least_kinds` kinds of
+        shape) and one example of `task` (a builder of training.tasks; or one drawn by
+        `tasks.TASK_WEIGHTS`)."""
         kinds: tuple[scenes.SceneKind, ...] = ("word", "mixed")
         kind = kinds[int(rng.integers(2))] if task == "ocr" else None
         while True:
             scene = scenes.make_scene(rng, kind=kind, max_side=SCENE_MAX_SIDE, most_objects=most_objects)
+            if len({o.shape for o in scene.objects}) < least_kinds:
+                continue
             example = tasks.example_for(rng, scene, self.codes.__getitem__, task=task)
-            if task is None or example.task == task:
+            if task is None or example.task == tasks.BUILT_AS.get(task, task):
                 return Item(example, _augment(rng, scene.image), scene)
 
     def collate(self, items: Sequence[Item], causal: Sequence[bool] | None = None) -> dict[str, torch.Tensor]:
         """A padded batch; rows marked `causal` get no two-way prefix (token_type_ids 1 throughout).
 
         Besides the model's inputs and `labels`, the per-patch targets of the auxiliary loss
-        (`patch_*`, see training.patch_targets).
+        (`patch_*`, see training.patch_targets) and the cells the grounding loss wants looked at
+        from each position (`ground_*`, see training.grounding).
         """
         import torch
 
@@ -167,14 +190,37 @@ class Batcher:
         pixels = np.stack([model_pixels(item.image, self.arch.image_size_px) for item in items])
         grid = self.arch.image_size_px // self.arch.patch_size_px
         dense = [patch_targets.patch_targets(item.scene, grid) for item in items]
+        padded = pad_prefix_lm(rows, self.pad_id, causal)
+        ground = grounding.grounding_targets(
+            [
+                (item.scene, item.example.task, item.example.prompt, len(prefix), answer, item.example.subjects)
+                for item, (prefix, answer) in zip(items, rows, strict=True)
+            ],
+            padded["input_ids"].shape[1],
+            grid,
+            self.loc_range,
+            self.seg_range,
+        )
         return {
-            **pad_prefix_lm(rows, self.pad_id, causal),
+            **padded,
+            "ground_cells": ground.cells,
+            "ground_used": ground.used,
+            "ground_kind": ground.kind,
+            "ground_color": ground.color,
             "pixel_values": torch.from_numpy(pixels),
             "patch_kind": torch.from_numpy(np.stack([d.kind for d in dense])),
             "patch_color": torch.from_numpy(np.stack([d.color for d in dense])),
             "patch_box_bins": torch.from_numpy(np.stack([d.box_bins for d in dense])),
             "patch_letter": torch.from_numpy(np.stack([d.letter for d in dense])),
         }
+
+
+def _token_range(tokenizer: Any, tokens: Sequence[str]) -> range:
+    """The ids of `tokens`, which the tokenizer must number consecutively."""
+    ids = tokenizer.convert_tokens_to_ids(list(tokens))
+    if ids != list(range(ids[0], ids[0] + len(ids))):
+        raise RuntimeError(f"{tokens[0]}..{tokens[-1]} are not consecutive ids")
+    return range(ids[0], ids[0] + len(ids))
 
 
 def loc_token_ids(tokenizer: Any) -> torch.Tensor:
@@ -276,6 +322,35 @@ def location_error(model: Any, batch: dict[str, torch.Tensor], loc_ids: torch.Te
     return float((predicted - (labels[is_loc] - first)).abs().float().mean())
 
 
+def name_probe_batch(batcher: Batcher, rng: np.random.Generator, scenes_count: int) -> dict[str, torch.Tensor]:
+    """`detect circle`, `detect square`, `detect triangle` on each of `scenes_count` scenes of at
+    least two kinds of shape, three consecutive rows per scene (answers left empty)."""
+    from tools import prompts
+
+    items: list[Item] = []
+    while len(items) < 3 * scenes_count:
+        scene = scenes.make_scene(rng, kind="shapes", max_side=SCENE_MAX_SIDE)
+        if len({o.shape for o in scene.objects}) >= 2:
+            asked = [tasks.Example("detect", prompts.detect((shape,)), "") for shape in scenes.SHAPES]
+            items += [Item(example, scene.image, scene) for example in asked]
+    return batcher.collate(items)
+
+
+def name_dependence(model: Any, batch: dict[str, torch.Tensor]) -> float:
+    """Median KL (nats) between the first-token distributions after two different shape names on
+    the same scene: how much the answer depends on the name asked (~0 for a model that ignores it)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(**model_inputs(batch)).logits
+    model.train()
+    last = batch["attention_mask"].sum(dim=1) - 2  # the position of `\n`, before the empty answer's <eos>
+    first = logits[torch.arange(len(last)), last].log_softmax(-1).reshape(-1, 3, logits.shape[-1])
+    pairs = [(first[:, a].exp() * (first[:, a] - first[:, b])).sum(-1) for a, b in ((0, 1), (1, 2), (2, 0))]
+    return float(torch.cat(pairs).median())
+
+
 def loc_sigma_at(step: int, settings: TrainSettings) -> float:
     """The soft `<loc>` target width at `step`: `loc_sigma_bins` narrowing to 0 (hard targets)."""
     end = settings.hard_loc_targets_from * settings.steps
@@ -311,114 +386,226 @@ def save_loss_curve(losses: Sequence[float], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | None = None) -> Path:
-    """Train from scratch and write the checkpoint (and loss_curve.png, train_log.json) into `out`."""
+@dataclass
+class TrainLog:
+    """What train_log.json keeps, over both stages (steps counted on from the main stage)."""
+
+    losses: list[float] = field(default_factory=list)
+    aux_losses: list[float] = field(default_factory=list)
+    grounding_losses: list[float] = field(default_factory=list)
+    location_error_bins: list[tuple[int, float]] = field(default_factory=list)
+    name_dependence_nats: list[tuple[int, float]] = field(default_factory=list)
+    minutes: float = 0.0
+
+    @classmethod
+    def read(cls, path: Path) -> TrainLog:
+        kept = json.loads(path.read_text())
+        return cls(**{k: kept[k] for k in ("losses", "aux_losses", "grounding_losses", "minutes") if k in kept},
+                   location_error_bins=[tuple(p) for p in kept.get("location_error_bins", [])],
+                   name_dependence_nats=[tuple(p) for p in kept.get("name_dependence_nats", [])])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stretch of training: its steps (numbered on from earlier stages), learning rate and batches."""
+
+    name: str
+    first_step: int
+    steps: int
+    lr_at: Callable[[int], float]
+    draw: Callable[[int], list[Item]]  # the examples of a step
+    sigma_at: Callable[[int], float]  # the soft `<loc>` target width of a step
+    grounded: bool = False  # the grounding and prototype losses (training.grounding) on
+    trains: tuple[str, ...] = ()  # only the model's parameters whose names contain one of these (all if empty)
+
+
+def _run_stage(
+    model: Any,
+    batcher: Batcher,
+    settings: TrainSettings,
+    stage: Stage,
+    out: Path,
+    log: TrainLog,
+    rng: np.random.Generator,
+) -> None:
+    """Train `model` through `stage`, saving the checkpoint, loss curve and log into `out` as it goes."""
     import torch
     from tqdm import tqdm
-    from transformers import PaliGemmaForConditionalGeneration
 
     from training.aux_heads import AuxiliaryHeads
 
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    tokenizer = build_tokenizer()
     arch = TRAINED_ARCHITECTURE
-    processor = build_processor(tokenizer, arch)
-    config = paligemma_config(tokenizer, arch)
-    model = PaliGemmaForConditionalGeneration(config)
-    model.config._attn_implementation = "sdpa"
+    ground = settings.grounding
+    # eager: the grounding loss reads one head's attention weights, which SDPA does not return
+    # (with token_type_ids both apply the same prefix mask: tests/training/test_prefix_lm.py)
+    model.config._attn_implementation = "eager" if stage.grounded else "sdpa"
     model.train()
-    batcher = Batcher(tokenizer, arch, shape_codes(vae_path))
-    loc_ids = loc_token_ids(tokenizer)
-    if not bool((loc_ids == torch.arange(int(loc_ids[0]), int(loc_ids[0]) + 1024)).all()):
-        raise RuntimeError("the <loc> tokens are not consecutive ids")
-    init_loc_embeddings(model, loc_ids, settings.seed)
-    init_vision_embeddings(model, arch, batcher, np.random.default_rng(settings.seed + 1))
+    loc_ids = loc_token_ids(batcher.tokenizer)
     heads = AuxiliaryHeads(arch.text_hidden)
     projected: list[torch.Tensor] = []  # the latest image tokens, as the text model receives them
 
     def keep_projected(_module: Any, _inputs: Any, output: torch.Tensor) -> None:
         projected[:] = [output]
 
-    model.model.multi_modal_projector.register_forward_hook(keep_projected)
-    task_names = list(tasks.TASK_WEIGHTS)
-    task_weights = np.array([tasks.TASK_WEIGHTS[n] for n in task_names]) / sum(tasks.TASK_WEIGHTS.values())
-    named = [*model.named_parameters(), *(("aux." + n, p) for n, p in heads.named_parameters())]
+    hooks = [model.model.multi_modal_projector.register_forward_hook(keep_projected)]
+    prototypes = grounding.NamePrototypes(arch.head_dim, settings.seed + 4)
+    seen = grounding.HeadProbe(model.model.language_model.layers[ground.layer].self_attn, ground.head, arch)
+    if stage.grounded:
+        hooks += seen.attach()
+    extra = [("aux." + n, p) for n, p in heads.named_parameters()]
+    extra += [(f"prototypes.{i}", p) for i, p in enumerate(prototypes.parameters())] if stage.grounded else []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(not stage.trains or any(part in name for part in stage.trains))
+    named = [*((n, p) for n, p in model.named_parameters() if p.requires_grad), *extra]
     decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
+        lr=stage.lr_at(stage.first_step),
         betas=(0.9, 0.98),
     )
-    parameters = sum(p.numel() for p in model.parameters())
-    losses: list[float] = []
-    probes: list[tuple[int, float]] = []
-    aux_losses: list[float] = []
     probe_rng = np.random.default_rng(settings.seed + 2)  # held out: one shape per scene, detect
     probe_batch = batcher.collate([batcher.sample(probe_rng, "detect", most_objects=1) for _ in range(48)])
-    started = time.monotonic()
-    progress = tqdm(range(settings.steps), desc="train-tiny", unit="step")
+    names_batch = name_probe_batch(batcher, probe_rng, 8)
+    started = time.monotonic() - 60 * log.minutes
+    last = stage.first_step + stage.steps - 1
+    progress = tqdm(range(stage.first_step, last + 1), desc=f"train-tiny ({stage.name})", unit="step")
     for step in progress:
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, settings)
-        if step < settings.first_steps_locating_one:
-            task, most_objects = ("detect", "segment")[int(rng.random() < 0.3)], 1
-        else:
-            task, most_objects = task_names[int(rng.choice(len(task_names), p=task_weights))], scenes.MAX_OBJECTS
-        batch = batcher.collate(
-            [batcher.sample(rng, task, most_objects=most_objects) for _ in range(settings.batch)],
-            causal=list(rng.random(settings.batch) < settings.causal_share),
-        )
-        logits = model(**model_inputs(batch)).logits
-        sigma = loc_sigma_at(step, settings)
-        loss = soft_target_loss(logits, batch["labels"], loc_ids, sigma)
-        if settings.aux_weight > 0:
-            loc_embeddings = model.get_input_embeddings().weight[loc_ids]  # type: ignore[index]
+            group["lr"] = stage.lr_at(step)
+        batch = batcher.collate(stage.draw(step), causal=list(rng.random(settings.batch) < settings.causal_share))
+        outputs = model(**model_inputs(batch), output_attentions=stage.grounded)
+        sigma = stage.sigma_at(step)
+        loss = soft_target_loss(outputs.logits, batch["labels"], loc_ids, sigma)
+        if stage.grounded:
+            looked = grounding.grounding_loss(
+                outputs.attentions, batch["ground_cells"], batch["ground_used"], arch.image_tokens, ground
+            )
+            queries, keys = seen.rotated()
+            aligned = prototypes.loss(
+                queries, keys, batch["ground_kind"], batch["ground_color"], batch["patch_kind"], batch["patch_color"],
+                arch.image_tokens,
+            )  # fmt: skip
+            loss = loss + ground.weight * looked + ground.prototype_weight * aligned
+            log.grounding_losses.append(float(looked.item()))
+        if settings.aux_weight > 0 and not stage.trains:
+            loc_embeddings = model.get_input_embeddings().weight[loc_ids]
             aux = heads.loss(projected[0], batch, loc_embeddings, sigma)
             loss = loss + settings.aux_weight * aux
-            aux_losses.append(float(aux.item()))
+            log.aux_losses.append(float(aux.item()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
         optimizer.step()
-        losses.append(float(loss.item()))
+        log.losses.append(float(loss.item()))
         if step % 10 == 0:
             progress.set_postfix(
-                loss=f"{np.mean(losses[-50:]):.3f}",
-                aux=f"{np.mean(aux_losses[-50:] or [0]):.3f}",
-                lr=f"{_lr_at(step, settings):.1e}",
+                loss=f"{np.mean(log.losses[-50:]):.3f}",
+                aux=f"{np.mean(log.aux_losses[-50:] or [0]):.3f}",
+                ground=f"{np.mean(log.grounding_losses[-50:] or [0]):.3f}",
+                lr=f"{stage.lr_at(step):.1e}",
             )
-        if step % settings.probe_every == 0 or step + 1 == settings.steps:
-            error = location_error(model, probe_batch, loc_ids)
-            probes.append((step, error))
+        if step % settings.probe_every == 0 or step == last:
+            log.location_error_bins.append((step, location_error(model, probe_batch, loc_ids)))
+            log.name_dependence_nats.append((step, name_dependence(model, names_batch)))
             progress.write(
-                f"step {step}: loss {np.mean(losses[-50:]):.3f}, teacher-forced <loc> error {error:.1f} bins"
+                f"step {step}: loss {np.mean(log.losses[-50:]):.3f}, teacher-forced <loc> error"
+                f" {log.location_error_bins[-1][1]:.1f} bins, first token's dependence on the name"
+                f" {log.name_dependence_nats[-1][1]:.3f} nats"
             )
-        if (step + 1) % settings.save_every == 0 or step + 1 == settings.steps:
-            minutes = (time.monotonic() - started) / 60
-            readme = README.format(
-                parameters=parameters,
-                image_size=arch.image_size_px,
-                patch=arch.patch_size_px,
-                image_tokens=arch.image_tokens,
-                seed=settings.seed,
-                steps=step + 1,
-                batch=settings.batch,
-                minutes=minutes,
-            )
-            model.eval()  # type: ignore[no-untyped-call]
-            save_checkpoint(model, processor, out, readme)
-            model.train()
-            save_loss_curve(losses, out / "loss_curve.png", f"train-tiny: {step + 1} steps, {minutes:.0f} min")
-            log = {
-                "settings": asdict(settings),
-                "steps_done": step + 1,
-                "minutes": minutes,
-                "losses": losses,
-                "location_error_bins": probes,
-            }
-            (out / "train_log.json").write_text(json.dumps(log))
+        if (step + 1) % settings.save_every == 0 or step == last:
+            log.minutes = (time.monotonic() - started) / 60
+            _save(model, batcher, settings, out, log, step + 1)
+    for hook in hooks:
+        hook.remove()
+
+
+def _save(model: Any, batcher: Batcher, settings: TrainSettings, out: Path, log: TrainLog, steps_done: int) -> None:
+    arch = TRAINED_ARCHITECTURE
+    readme = README.format(
+        parameters=sum(p.numel() for p in model.parameters()),
+        image_size=arch.image_size_px,
+        patch=arch.patch_size_px,
+        image_tokens=arch.image_tokens,
+        seed=settings.seed,
+        steps=steps_done,
+        batch=settings.batch,
+        minutes=log.minutes,
+    )
+    model.eval()
+    save_checkpoint(model, build_processor(batcher.tokenizer, arch), out, readme)
+    model.train()
+    title = f"train-tiny: {steps_done} steps, {log.minutes:.0f} min"
+    save_loss_curve(log.losses, out / "loss_curve.png", title)
+    kept = {"settings": asdict(settings), "steps_done": steps_done, **asdict(log)}
+    (out / "train_log.json").write_text(json.dumps(kept))
+
+
+def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | None = None) -> Path:
+    """Train from scratch and write the checkpoint (and loss_curve.png, train_log.json) into `out`:
+    the main stage, then the binding stage (`bind_names`) from the checkpoint it wrote."""
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    tokenizer = build_tokenizer()
+    model = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, TRAINED_ARCHITECTURE))
+    batcher = Batcher(tokenizer, TRAINED_ARCHITECTURE, shape_codes(vae_path))
+    loc_ids = loc_token_ids(tokenizer)
+    init_loc_embeddings(model, loc_ids, settings.seed)
+    init_vision_embeddings(model, TRAINED_ARCHITECTURE, batcher, np.random.default_rng(settings.seed + 1))
+    task_names = list(tasks.TASK_WEIGHTS)
+    task_weights = np.array([tasks.TASK_WEIGHTS[n] for n in task_names]) / sum(tasks.TASK_WEIGHTS.values())
+
+    def draw(step: int) -> list[Item]:
+        if step < settings.first_steps_locating_one:
+            task, most_objects = ("detect", "segment")[int(rng.random() < 0.3)], 1
+        else:
+            task, most_objects = task_names[int(rng.choice(len(task_names), p=task_weights))], scenes.MAX_OBJECTS
+        return [batcher.sample(rng, task, most_objects=most_objects) for _ in range(settings.batch)]
+
+    main = Stage(
+        "main", 0, settings.steps, lambda step: _lr_at(step, settings), draw, lambda step: loc_sigma_at(step, settings)
+    )
+    _run_stage(model, batcher, settings, main, out, TrainLog(), rng)
+    if settings.binding_steps:
+        bind_names(out, vae_path, settings)
+    return out
+
+
+def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
+    """The binding stage, continuing the checkpoint in `out` (the main stage's) with a fresh
+    optimizer: `binding_share` of the batches hold scenes of two or three kinds of shape and ask
+    about one (`tasks.BINDING_WEIGHTS`), the rest are the main mix; hard `<loc>` targets."""
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    log = TrainLog.read(out / "train_log.json")
+    first = len(log.losses)
+    torch.manual_seed(settings.seed + 3)
+    rng = np.random.default_rng(settings.seed + 3)
+    batcher = Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, shape_codes(vae_path))
+    model = PaliGemmaForConditionalGeneration.from_pretrained(out, attn_implementation="eager")
+    binding = list(tasks.BINDING_WEIGHTS)
+    binding_p = np.array([tasks.BINDING_WEIGHTS[n] for n in binding]) / sum(tasks.BINDING_WEIGHTS.values())
+    mix = list(tasks.TASK_WEIGHTS)
+    mix_p = np.array([tasks.TASK_WEIGHTS[n] for n in mix]) / sum(tasks.TASK_WEIGHTS.values())
+
+    def draw(step: int) -> list[Item]:
+        if rng.random() < settings.binding_share:
+            task = binding[int(rng.choice(len(binding), p=binding_p))]
+            return [batcher.sample(rng, task, least_kinds=2) for _ in range(settings.batch)]
+        task = mix[int(rng.choice(len(mix), p=mix_p))]
+        return [batcher.sample(rng, task) for _ in range(settings.batch)]
+
+    def lr_at(step: int) -> float:  # linear decay to a tenth
+        return settings.binding_lr * (1.0 - 0.9 * (step - first) / max(1, settings.binding_steps - 1))
+
+    layer = f"layers.{settings.grounding.layer}.self_attn."
+    trains = (layer + "q_proj", layer + "k_proj") if settings.binding_trains == "attention" else ()
+    stage = Stage("binding", first, settings.binding_steps, lr_at, draw, lambda step: 0.0, grounded=True, trains=trains)
+    _run_stage(model, batcher, settings, stage, out, log, rng)
     return out

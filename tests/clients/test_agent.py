@@ -17,8 +17,8 @@ from openai.types.chat import ChatCompletion
 
 import tools
 from clients.agent import run_agent
-from tests.conftest import TinyServer
 from tests.images import data_uri, gradient_image, png_bytes
+from tests.server_pool import TinyServer
 from tools.agents import openai_tools, run_tool_call
 from tools.image_store import ImageStore
 

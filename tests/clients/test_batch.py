@@ -17,8 +17,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from clients.batch import find_images
-from tests.conftest import TinyServer
 from tests.images import gradient_image
+from tests.server_pool import TinyServer
 
 DETECTION = "<loc0100><loc0200><loc0300><loc0400> cat ; <loc0500><loc0500><loc1000><loc0900> dog"
 FORCED = json.dumps({"structured_outputs": {"choice": [DETECTION]}})

@@ -22,8 +22,8 @@ from clients.chat_app import launch
 from clients.chat_turns import code_span, describe_objects
 from server.process import free_port
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import TinyServer
 from tests.images import gradient_image
+from tests.server_pool import TinyServer
 from tests.vae_fixture import write_random_vae_npz
 from tools import PaliGemmaClient, parse_detections
 from tools.annotate import PALETTE

@@ -18,8 +18,8 @@ import pytest
 
 import tools
 from clients import openai_examples
-from tests.conftest import TinyServer
 from tests.images import gradient_image
+from tests.server_pool import TinyServer
 
 pytestmark = pytest.mark.vllm
 

@@ -10,7 +10,6 @@ of the tiny vocabulary decode to the same text.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +22,12 @@ from PIL import Image
 
 from server import serve
 from server.process import free_port
-from server.tiny_model import build_tiny_model
 from server.vllm_command import ServeOptions
 from server.vllm_plugin import HEADER
-from tests.conftest import START_TIMEOUT_S, TinyServer
+from tests.conftest import START_TIMEOUT_S, WINDOW
 from tests.images import data_uri, gradient_image
 from tests.reference import Attention, Step, TransformersReference
+from tests.server_pool import TinyServer
 
 pytestmark = pytest.mark.vllm
 
@@ -184,24 +183,6 @@ def test_the_two_masks_give_measurably_different_answers(
     record_property("gap_to_other_reference", different)
     assert same < TOLERANCE
     assert different > 10 * TOLERANCE
-
-
-WINDOW = 128  # Gemma 2's sliding window, cut below the tiny model's 256 image tokens
-
-
-@pytest.fixture(scope="module")
-def windowed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServer]:
-    """The tiny model with a 128-token sliding window: its 256-token image outgrows the window as
-    the 4,096 image tokens of an 896 px checkpoint fill Gemma 2's 4,096-token one."""
-    model_dir = build_tiny_model(tmp_path_factory.mktemp("checkpoints") / f"tiny-window-{WINDOW}")
-    config_path = model_dir / "config.json"
-    config = json.loads(config_path.read_text())
-    config["text_config"]["sliding_window"] = WINDOW
-    config_path.write_text(json.dumps(config, indent=2))
-    log_path = tmp_path_factory.mktemp("logs") / "vllm-tiny-windowed.log"
-    the_plan = serve.plan(ServeOptions(model=str(model_dir), port=free_port()), device="cpu")
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S) as server:
-        yield TinyServer(the_plan.command.base_url, the_plan.command.served_model_name, model_dir, server.pid, log_path)
 
 
 def test_a_prefix_longer_than_the_sliding_window_is_attended_whole(

@@ -7,14 +7,17 @@ to place two CPU workers on a one-NUMA-node machine). See docs/deploy.md.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import openai
 import pytest
 
 from server import serve
-from server.process import free_port
+from server.process import VllmServer, free_port
 from server.vllm_command import ServeOptions, cpu_binding
 from tests.conftest import START_TIMEOUT_S
 from tests.images import data_uri, gradient_image
@@ -25,6 +28,12 @@ pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(len(CPUS) < 2, reason="two CPU workers need at least two CPUs to run on"),
 ]
+
+
+class Started(NamedTuple):
+    plan: serve.Plan
+    server: VllmServer
+    log_path: Path
 
 
 def ask(base_url: str, model: str, seed: int) -> list[int]:
@@ -48,36 +57,46 @@ def ask(base_url: str, model: str, seed: int) -> list[int]:
     return [int(t) for t in choice.token_ids]
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        pytest.param({"tensor_parallel_size": 2}, id="tensor-parallel-2"),
-        pytest.param({"data_parallel_size": 2}, id="data-parallel-2"),
-    ],
-)
+PARALLEL = {"tensor-parallel-2": {"tensor_parallel_size": 2}, "data-parallel-2": {"data_parallel_size": 2}}
+
+
+@pytest.fixture(scope="module")
+def parallel_servers(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Started]]:
+    """Both servers, started at once (their starts overlap); each test waits for its own."""
+    logs = tmp_path_factory.mktemp("logs")
+    with contextlib.ExitStack() as stack:
+        started = {}
+        for name, options in PARALLEL.items():
+            the_plan = serve.plan(ServeOptions(model=str(tiny_model_dir), port=free_port(), **options), device="cpu")
+            log_path = logs / f"vllm-{name}.log"
+            server = stack.enter_context(serve.started(the_plan, echo=False, log_path=log_path))
+            started[name] = Started(the_plan, server, log_path)
+        yield started
+
+
+@pytest.mark.parametrize("name", list(PARALLEL))
 def test_parallel_server_answers_like_transformers(
-    tiny_model_dir: Path, tmp_path: Path, options: dict[str, int]
+    tiny_model_dir: Path, parallel_servers: dict[str, Started], name: str
 ) -> None:
-    the_plan = serve.plan(ServeOptions(model=str(tiny_model_dir), port=free_port(), **options), device="cpu")
+    the_plan, server, log_path = parallel_servers[name]
     assert the_plan.command.env["VLLM_CPU_OMP_THREADS_BIND"] == cpu_binding(CPUS, 2)  # this machine's CPUs, halved
-    log_path = tmp_path / "vllm.log"
     reference = TransformersReference(tiny_model_dir)
     expected = {
         seed: [s.token_id for s in reference.greedy(gradient_image(160, 120, seed=seed), "detect cat", 8, "prefix")]
         for seed in range(6)
     }
-    with serve.running(the_plan, echo=False, log_path=log_path, timeout_s=START_TIMEOUT_S):
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            answers = dict(
-                zip(
-                    expected,
-                    pool.map(lambda s: ask(the_plan.command.base_url, the_plan.command.served_model_name, s), expected),
-                    strict=True,
-                )
+    server.wait_until_healthy(START_TIMEOUT_S)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = dict(
+            zip(
+                expected,
+                pool.map(lambda s: ask(the_plan.command.base_url, the_plan.command.served_model_name, s), expected),
+                strict=True,
             )
+        )
     assert answers == expected
     log = log_path.read_text()
-    if "data_parallel_size" in options:
+    if "data_parallel_size" in PARALLEL[name]:
         assert "EngineCore_DP0" in log and "EngineCore_DP1" in log  # two engines served
     else:
         assert "world_size=2" in log

@@ -10,9 +10,9 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import TinyServer
 from tests.images import data_uri, gradient_image
 from tests.reference import TransformersReference
+from tests.server_pool import TinyServer
 
 pytestmark = pytest.mark.vllm
 

@@ -10,8 +10,8 @@ from typing import TypeVar
 import pytest
 
 import tools
-from tests.conftest import TinyServer
 from tests.images import gradient_image, png_bytes
+from tests.server_pool import TinyServer
 from tools.image_store import ImageStore
 
 DETECTION_ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat ; <loc0500><loc0500><loc1000><loc0900> dog"

@@ -19,9 +19,10 @@ import tools
 from server import serve
 from server.process import free_port
 from server.vllm_command import ServeOptions
-from tests.conftest import START_TIMEOUT_S, TinyServer
+from tests.conftest import START_TIMEOUT_S
 from tests.fault_proxy import Fault, FaultProxy
 from tests.images import gradient_image
+from tests.server_pool import TinyServer
 
 pytestmark = pytest.mark.vllm
 ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat"

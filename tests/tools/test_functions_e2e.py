@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 import tools
-from tests.conftest import TinyServer
 from tests.images import gradient_image
+from tests.server_pool import TinyServer
 from tests.vae_fixture import write_random_vae_npz
 from tools import masks
 from tools.vae_decoder import VaeDecoder

@@ -13,10 +13,10 @@ import pytest
 from mcp import Client
 
 import tools
-from tests.conftest import TinyServer
 from tests.fault_proxy import FaultProxy
 from tests.images import data_uri, gradient_image
 from tests.mcp_http import mcp_http_server
+from tests.server_pool import TinyServer
 
 pytestmark = pytest.mark.vllm
 ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat"

@@ -17,9 +17,9 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 import tools
-from tests.conftest import TinyServer
 from tests.images import data_uri, gradient_image, png_bytes
 from tests.mcp_http import mcp_http_server
+from tests.server_pool import TinyServer
 from tools.agents import TOOLS, McpSettings, build_server
 
 pytestmark = pytest.mark.vllm

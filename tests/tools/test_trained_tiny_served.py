@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tools
-from tests.conftest import TinyServer
+from tests.server_pool import TinyServer
 from tools import answer_text, geometry
 from tools.vae_checkpoint import TINY_SHAPES_MODEL, TINY_SHAPES_VAE_PATH
 from training.scenes import make_scene, object_mask

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import tools
-from tests.conftest import TinyServer
+from tests.server_pool import TinyServer
 from training.evaluate import box_iou
 from training.scenes import Scene, ShapeObject, make_scene, object_mask
 

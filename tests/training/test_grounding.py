@@ -1,0 +1,126 @@
+"""The grounding loss looks, from each answer position about an object, at that object's cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.tiny_model import build_tokenizer
+from training import tasks
+from training.grounding import GroundingSettings, answer_subjects, grounding_loss, grounding_targets, object_cells
+from training.scenes import Scene, ShapeObject, make_scene
+from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, Item
+
+LOC = range(1000, 2024)
+SEG = range(2024, 2152)
+L, S = LOC.start, SEG.start  # a <loc> id and a <seg> id
+
+
+def _at(positions: range, subject: int) -> list[tuple[int, tuple[int, ...]]]:
+    return [(j, (subject,)) for j in positions]
+
+
+CODES = {"circle": tuple(range(16)), "square": tuple(range(16, 32)), "triangle": tuple(range(32, 48))}
+
+
+@pytest.mark.parametrize(
+    ("task", "answer_ids", "subjects", "expected"),
+    [
+        # two boxes: each <loc> belongs to its box; the label and separator to none
+        ("detect", [L, L, L, L, 5, 6, L, L, L, L, 7, 1], (2, 0), [*_at(range(4), 2), *_at(range(6, 10), 0)]),
+        # a mask: its 16 <seg> follow its four <loc>
+        ("segment", [L, L, L, L, *[S] * 16, 5, 1], (1,), _at(range(20), 1)),
+        ("detect", [1], (), []),  # the name is absent: <eos> alone, nothing to look at
+        ("count", [50, 1], (0, 2), [(0, (0, 2))]),  # a question: its first token, about all it counts
+        ("exists", [51, 1], (), []),  # "no": nothing to look at
+        ("detect", [L, L, L, L, 5, 6, L, L, L, L, 1], (3,), _at(range(4), 3)),  # more boxes than subjects
+    ],
+)
+def test_answer_subjects(task: str, answer_ids: list[int], subjects: tuple[int, ...], expected: list[object]) -> None:
+    assert answer_subjects(task, answer_ids, subjects, LOC, SEG) == expected
+
+
+def _scene(*objects: ShapeObject, size: tuple[int, int] = (100, 100)) -> Scene:
+    return Scene(image=Image.new("RGB", size, (250, 250, 250)), objects=objects, word=None)
+
+
+def test_object_cells_are_the_cells_it_covers() -> None:
+    scene = _scene(ShapeObject("square", "red", (0, 0, 50, 50)), ShapeObject("square", "blue", (80, 80, 86, 86)))
+    cells = object_cells(scene, (0, 1), grid=10).reshape(2, 10, 10)
+    assert cells[0, :5, :5].all() and cells[0].sum() == 25
+    assert cells[1].sum() == 1 and cells[1, 8, 8]  # too small to cover 15 % of any cell: its largest cell
+
+
+def test_every_subject_of_a_generated_example_is_looked_at_from_its_boxes() -> None:
+    batcher = Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, CODES)
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(40):
+        scene = make_scene(rng, kind="shapes", max_side=300)
+        example = tasks.detect(rng, scene, CODES.__getitem__)
+        batch = batcher.collate([Item(example, scene.image, scene)])
+        used = batch["ground_used"][0].nonzero()[:, 0].tolist()
+        assert len(used) == 4 * len(example.subjects)  # four <loc> per box written
+        prefix = len(batcher.prefix_ids(example.prompt))
+        labels = batch["labels"][0].tolist()
+        for box, subject in enumerate(example.subjects):
+            positions = used[4 * box : 4 * box + 4]
+            assert all(batcher.loc_range.start <= labels[p + 1] < batcher.loc_range.stop for p in positions)
+            expected = object_cells(scene, (subject,), 10)[0]
+            for p in positions:
+                assert batch["ground_cells"][0, p].numpy().astype(bool).tolist() == expected.tolist()
+        assert not used or used[0] == prefix - 1  # the first box is predicted from `\n`
+        checked += bool(example.subjects)
+    assert checked > 20
+
+
+def test_questions_name_their_subjects() -> None:
+    scene = _scene(
+        ShapeObject("circle", "red", (0, 0, 30, 30)),
+        ShapeObject("square", "blue", (50, 0, 80, 30)),
+        ShapeObject("circle", "green", (0, 50, 30, 80)),
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        example = tasks.count(rng, scene, CODES.__getitem__)
+        counted = [scene.objects[i] for i in example.subjects]
+        assert int(example.answer) == len(counted)
+        assert "shapes" in example.prompt or all(o.shape in example.prompt for o in counted)
+    color = tasks.color(rng, scene, CODES.__getitem__)
+    assert color is not None and color.subjects == (1,) and color.answer == "blue"  # the only single shape
+
+
+def test_the_loss_is_small_when_the_head_looks_at_the_target_and_large_when_not() -> None:
+    import torch
+
+    square = _scene(ShapeObject("square", "red", (0, 0, 50, 50)))
+    targets = grounding_targets([(square, "count", "how many squares?", 3, [50, 1], (0,))], 5, 10, LOC, SEG)
+    assert targets.used[0].tolist() == [False, False, True, False, False]
+    on_target = targets.cells[0, 2] / targets.cells[0, 2].sum()
+    off_target = (1 - targets.cells[0, 2]) / (1 - targets.cells[0, 2]).sum()
+    settings = GroundingSettings(layer=0, head=1)
+    looks = [torch.zeros(1, 2, 5, 103) for _ in range(2)]
+    looks[0][0, 1, 2, :100], looks[1][0, 1, 2, :100] = on_target, off_target
+    near_zero = float(grounding_loss([looks[0]], targets.cells, targets.used, 100, settings))
+    large = float(grounding_loss([looks[1]], targets.cells, targets.used, 100, settings))
+    assert near_zero < 1e-3 and large > 9
+
+
+@pytest.mark.parametrize(
+    ("prompt", "kind", "color"),
+    [
+        ("detect square", "square", None),  # the name says the shape, not the colour
+        ("detect red square", "square", "red"),
+        ("detect circle", None, None),  # not named in the prompt: nothing to look for by name
+    ],
+)
+def test_what_a_position_looks_for_is_what_the_prompt_names(prompt: str, kind: str | None, color: str | None) -> None:
+    from training.patch_targets import IGNORE, KINDS
+    from training.scenes import COLORS
+
+    square = _scene(ShapeObject("square", "red", (0, 0, 50, 50)))
+    targets = grounding_targets([(square, "detect", prompt, 3, [L, L, L, L, 1], (0,))], 8, 10, LOC, SEG)
+    assert targets.used[0].tolist() == [False, False, True, True, True, True, False, False]
+    assert targets.kind[0, 2:6].tolist() == [KINDS.index(kind) if kind else IGNORE] * 4
+    assert targets.color[0, 2:6].tolist() == [1 + COLORS.index(color) if color else IGNORE] * 4
