@@ -1,14 +1,15 @@
 """The grounding loss: while the answer speaks of an object, one attention head looks at it.
 
 The tiny model trained on the answers alone learned to locate shapes but not to look for the
-one the prompt names (docs/tiny-model.md, "Binding the name"): its attention from the answer
-to the image picked the same object whatever the name. This loss supervises one head of one
+one the prompt names (docs/tiny-model.md, "Where the answer looks"): its attention from the
+answer to the image picked the same objects whatever the name. This loss supervises one head of one
 text layer (`GroundingSettings`): at every answer position that predicts a token about a
 particular object (the `<loc>` and `<seg>` tokens of each box, in the answer's order; the
 first answer token of a question, for the objects it asks about), the head's attention over
 the image tokens should fall on the cells that object covers. The targets come from the
 scene's geometry (`Example.subjects`); the architecture is unchanged, and nothing of this
-is saved in the checkpoint.
+is saved in the checkpoint. Used by train-tiny's opt-in binding stage (`bind_names`), which
+has not yet made the shipped model bind names (docs/tiny-model.md).
 """
 
 from __future__ import annotations
