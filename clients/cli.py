@@ -202,6 +202,9 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
     if args.binding_steps is not None:
         settings = dataclasses.replace(settings, binding_steps=args.binding_steps)
     if args.binding_stage_only:
+        if settings.binding_steps < 1:
+            print("--binding-stage-only needs --binding-steps N (N >= 1): it is off by default.", file=sys.stderr)
+            return 2
         if not (args.out / "train_log.json").is_file() or not vae_path.is_file():
             print(
                 f"--binding-stage-only continues a main stage: {args.out} needs its checkpoint and train_log.json,"
