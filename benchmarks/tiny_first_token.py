@@ -25,6 +25,7 @@ from server.model_source import TINY_NAME, resolve
 from tools import prompts
 from training import evaluate, patch_targets
 from training.prefix_lm import REFERENCE_ATTENTION
+from training.train_tiny import name_kls
 
 
 def main() -> None:
@@ -63,8 +64,7 @@ def main() -> None:
                 for layer, weights in enumerate(outputs.attentions):
                     for head, row in enumerate(weights[0, :, -1, : grid * grid].numpy()):
                         looks.setdefault((layer, head), []).append((float(row[named].sum()), float(row[others].sum())))
-        for a, b in ((0, 1), (1, 2), (2, 0)):
-            name_dependence.append(float((one_name[a].exp() * (one_name[a] - one_name[b])).sum()))
+        name_dependence += name_kls(torch.stack(one_name)[None]).tolist()
         shape = scene.objects[0].shape
         absent = [s for s in evaluate.ALL_SHAPES if all(o.shape != s for o in scene.objects)]
         asked = {

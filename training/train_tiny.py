@@ -224,11 +224,10 @@ def _token_range(tokenizer: Any, tokens: Sequence[str]) -> range:
 
 
 def loc_token_ids(tokenizer: Any) -> torch.Tensor:
-    """The ids of `<loc0000>`..`<loc1023>`, in bin order."""
+    """The ids of `<loc0000>`..`<loc1023>`, in bin order (the tokenizer must number them consecutively)."""
     import torch
 
-    ids = torch.tensor(tokenizer.convert_tokens_to_ids([f"<loc{i:04d}>" for i in range(1024)]))
-    return ids
+    return torch.tensor(list(_token_range(tokenizer, [f"<loc{i:04d}>" for i in range(1024)])))
 
 
 def init_loc_embeddings(model: Any, loc_ids: torch.Tensor, seed: int) -> None:
@@ -347,8 +346,16 @@ def name_dependence(model: Any, batch: dict[str, torch.Tensor]) -> float:
     model.train()
     last = batch["attention_mask"].sum(dim=1) - 2  # the position of `\n`, before the empty answer's <eos>
     first = logits[torch.arange(len(last)), last].log_softmax(-1).reshape(-1, 3, logits.shape[-1])
-    pairs = [(first[:, a].exp() * (first[:, a] - first[:, b])).sum(-1) for a, b in ((0, 1), (1, 2), (2, 0))]
-    return float(torch.cat(pairs).median())
+    return float(name_kls(first).median())
+
+
+def name_kls(log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(A || B) for the three pairs of names (circle, square, triangle in turn), per scene, from
+    first-token log-probabilities of shape (scenes, 3, vocabulary): (scenes * 3,) nats."""
+    import torch
+
+    pairs = [(log_probs[:, a].exp() * (log_probs[:, a] - log_probs[:, b])).sum(-1) for a, b in ((0, 1), (1, 2), (2, 0))]
+    return torch.cat(pairs)
 
 
 def loc_sigma_at(step: int, settings: TrainSettings) -> float:
