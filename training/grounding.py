@@ -37,7 +37,9 @@ class GroundingSettings:
     layer: int = 2  # text layer whose attention is supervised (0-based)
     head: int = 0
     weight: float = 1.0  # of the grounding loss, in the binding stage (0 turns it off)
-    prototype_weight: float = 1.0  # of NamePrototypes' loss, in the binding stage
+    # of NamePrototypes' loss, in the binding stage: off, since its first steps (a loss near 20 from
+    # prototypes that start at random) undid the main stage's locating (docs/tiny-model.md)
+    prototype_weight: float = 0.0
 
 
 def object_cells(scene: Scene, subjects: Sequence[int], grid: int) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
-from training import grounding, patch_targets, scenes, tasks, vae
+from training import grounding, name_match, patch_targets, scenes, tasks, vae
 from training.prefix_lm import pad_prefix_lm
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ capital letters on a light background. Its masks decode with the tiny VQ-VAE shi
 # for a distribution over 1024 bins, and growing them took hundreds of steps.
 LOC_EMBEDDING_GAIN: Final = 6.0
 SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the model sees 160 px
+BINDING_WARMUP: Final = 50  # steps of the binding stage's learning-rate warm-up (its optimizer starts afresh)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,16 @@ class TrainSettings:
     binding_steps: int = 0
     binding_share: float = 0.5  # of its batches; the rest keep the main mix
     binding_lr: float = 3e-4
+    # The binding stage trains with PaliGemma's two-way prefix only, the mask `paligemma serve`
+    # serves by default (docs/attention.md), in which the image tokens see the prompt.
+    binding_causal_share: float = 0.0
+    # The per-patch auxiliary loss in the binding stage: its heads are not saved, so they start
+    # afresh there, and at full weight their first gradients undid the main stage's locating.
+    binding_aux_weight: float = 0.0
+    # Before the binding stage the name-to-shape match is planted in the supervised head
+    # (training.name_match): a patch of the kind named scores this much more (0: not planted).
+    binding_plant_gap: float = 12.0
+    binding_plant_rows: int = 192  # examples the planted probes are fitted on
     # What the binding stage trains: "all" the weights, or only the supervised head's layer's
     # query and key projections ("attention", tried: located worse and bound no better).
     binding_trains: str = "all"
@@ -422,7 +433,9 @@ class Stage:
     lr_at: Callable[[int], float]
     draw: Callable[[int], list[Item]]  # the examples of a step
     sigma_at: Callable[[int], float]  # the soft `<loc>` target width of a step
-    grounded: bool = False  # the grounding and prototype losses (training.grounding) on
+    causal_share: float = 0.0  # of rows trained with the fully causal mask
+    aux_weight: float = 0.0  # of the per-patch auxiliary loss (training.aux_heads)
+    grounded: bool = False  # the grounding and prototype losses (training.grounding) on, where weighted
     trains: tuple[str, ...] = ()  # only the model's parameters whose names contain one of these (all if empty)
 
 
@@ -443,9 +456,11 @@ def _run_stage(
 
     arch = TRAINED_ARCHITECTURE
     ground = settings.grounding
+    attending = stage.grounded and ground.weight > 0
+    aligning = stage.grounded and ground.prototype_weight > 0
     # eager: the grounding loss reads one head's attention weights, which SDPA does not return
     # (with token_type_ids both apply the same prefix mask: tests/training/test_prefix_lm.py)
-    model.config._attn_implementation = "eager" if stage.grounded else "sdpa"
+    model.config._attn_implementation = "eager" if attending else "sdpa"
     model.train()
     loc_ids = loc_token_ids(batcher.tokenizer)
     heads = AuxiliaryHeads(arch.text_hidden)
@@ -457,10 +472,10 @@ def _run_stage(
     hooks = [model.model.multi_modal_projector.register_forward_hook(keep_projected)]
     prototypes = grounding.NamePrototypes(arch.head_dim, settings.seed + 4)
     seen = grounding.HeadProbe(model.model.language_model.layers[ground.layer].self_attn, ground.head, arch)
-    if stage.grounded:
+    if aligning:
         hooks += seen.attach()
-    extra = [("aux." + n, p) for n, p in heads.named_parameters()]
-    extra += [(f"prototypes.{i}", p) for i, p in enumerate(prototypes.parameters())] if stage.grounded else []
+    extra = [("aux." + n, p) for n, p in heads.named_parameters()] if stage.aux_weight > 0 else []
+    extra += [(f"prototypes.{i}", p) for i, p in enumerate(prototypes.parameters())] if aligning else []
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(not stage.trains or any(part in name for part in stage.trains))
     named = [*((n, p) for n, p in model.named_parameters() if p.requires_grad), *extra]
@@ -480,25 +495,27 @@ def _run_stage(
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
-        batch = batcher.collate(stage.draw(step), causal=list(rng.random(settings.batch) < settings.causal_share))
-        outputs = model(**model_inputs(batch), output_attentions=stage.grounded)
+        batch = batcher.collate(stage.draw(step), causal=list(rng.random(settings.batch) < stage.causal_share))
+        outputs = model(**model_inputs(batch), output_attentions=attending)
         sigma = stage.sigma_at(step)
         loss = soft_target_loss(outputs.logits, batch["labels"], loc_ids, sigma)
-        if stage.grounded:
+        if attending:
             looked = grounding.grounding_loss(
                 outputs.attentions, batch["ground_cells"], batch["ground_used"], arch.image_tokens, ground
             )
+            loss = loss + ground.weight * looked
+            log.grounding_losses.append(float(looked.item()))
+        if aligning:
             queries, keys = seen.rotated()
             aligned = prototypes.loss(
                 queries, keys, batch["ground_kind"], batch["ground_color"], batch["patch_kind"], batch["patch_color"],
                 arch.image_tokens,
             )  # fmt: skip
-            loss = loss + ground.weight * looked + ground.prototype_weight * aligned
-            log.grounding_losses.append(float(looked.item()))
-        if settings.aux_weight > 0 and not stage.trains:
+            loss = loss + ground.prototype_weight * aligned
+        if stage.aux_weight > 0:
             loc_embeddings = model.get_input_embeddings().weight[loc_ids]
             aux = heads.loss(projected[0], batch, loc_embeddings, sigma)
-            loss = loss + settings.aux_weight * aux
+            loss = loss + stage.aux_weight * aux
             log.aux_losses.append(float(aux.item()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -575,8 +592,9 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
         return [batcher.sample(rng, task, most_objects=most_objects) for _ in range(settings.batch)]
 
     main = Stage(
-        "main", 0, settings.steps, lambda step: _lr_at(step, settings), draw, lambda step: loc_sigma_at(step, settings)
-    )
+        "main", 0, settings.steps, lambda step: _lr_at(step, settings), draw,
+        lambda step: loc_sigma_at(step, settings), causal_share=settings.causal_share, aux_weight=settings.aux_weight,
+    )  # fmt: skip
     _run_stage(model, batcher, settings, main, out, TrainLog(), rng)
     if settings.binding_steps:
         bind_names(out, vae_path, settings)
@@ -596,6 +614,15 @@ def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     rng = np.random.default_rng(settings.seed + 3)
     batcher = Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, shape_codes(vae_path))
     model = PaliGemmaForConditionalGeneration.from_pretrained(out, attn_implementation="eager")
+    if settings.binding_plant_gap > 0:
+        asked = [batcher.sample(rng, "detect_one", least_kinds=2) for _ in range(settings.binding_plant_rows)]
+        planted = name_match.plant(
+            model, batcher.collate(asked), TRAINED_ARCHITECTURE, settings.grounding.layer, settings.grounding.head,
+            settings.binding_plant_gap,
+        )  # fmt: skip
+        print(f"planted the name match in head dims {planted.dims}: held-out probe accuracy"
+              f" {planted.query_accuracy:.2f} (the name, at the prompt's end), {planted.key_accuracy:.2f}"
+              " (the kind of a shape's patch)")  # fmt: skip
     binding = list(tasks.BINDING_WEIGHTS)
     binding_p = np.array([tasks.BINDING_WEIGHTS[n] for n in binding]) / sum(tasks.BINDING_WEIGHTS.values())
     mix = list(tasks.TASK_WEIGHTS)
@@ -608,11 +635,16 @@ def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
         task = mix[int(rng.choice(len(mix), p=mix_p))]
         return [batcher.sample(rng, task) for _ in range(settings.batch)]
 
-    def lr_at(step: int) -> float:  # linear decay to a tenth
-        return settings.binding_lr * (1.0 - 0.9 * (step - first) / max(1, settings.binding_steps - 1))
+    def lr_at(step: int) -> float:  # a warm-up, then a linear decay to a tenth
+        warm = min(1.0, (step - first + 1) / BINDING_WARMUP)
+        return warm * settings.binding_lr * (1.0 - 0.9 * (step - first) / max(1, settings.binding_steps - 1))
 
     layer = f"layers.{settings.grounding.layer}.self_attn."
     trains = (layer + "q_proj", layer + "k_proj") if settings.binding_trains == "attention" else ()
-    stage = Stage("binding", first, settings.binding_steps, lr_at, draw, lambda step: 0.0, grounded=True, trains=trains)
+    stage = Stage(
+        "binding", first, settings.binding_steps, lr_at, draw, lambda step: 0.0,
+        causal_share=settings.binding_causal_share, aux_weight=settings.binding_aux_weight, grounded=True,
+        trains=trains,
+    )  # fmt: skip
     _run_stage(model, batcher, settings, stage, out, log, rng)
     return out
