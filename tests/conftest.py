@@ -90,6 +90,7 @@ def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     plans: dict[str, Prepare] = {
         "tiny_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), vllm_args=AGENT_LLM_ARGS),
         "trained_server": lambda pool: ServeOptions(model=TINY_NAME, port=pool.port()),
+        "doomed_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port()),
         "causal_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), attention="causal"),
         "windowed_server": lambda pool: ServeOptions(model=str(build_windowed_model(windowed_dir)), port=pool.port()),
         "lora_server": lambda pool: ServeOptions(
@@ -113,6 +114,13 @@ def tiny_server(server_pool: ServerPool) -> TinyServer:
 def trained_server(server_pool: ServerPool) -> TinyServer:
     """`paligemma serve --model tiny`: the trained tiny model, as a user starts it."""
     return server_pool.ready("trained_server")
+
+
+@pytest.fixture(scope="module")
+def doomed_server(server_pool: ServerPool) -> Iterator[TinyServer]:
+    """`paligemma serve` on the tiny random model, for the one test that kills it (by `stop`)."""
+    yield server_pool.ready("doomed_server")
+    server_pool.stop("doomed_server")  # a no-op once the test has killed it
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,13 @@
 """Endpoint faults against the real tiny server: 5xx and 429 retried with backoff, 4xx not,
 slow answers cut by the timeout, the concurrency limit held, and a server killed in the
-middle of a batch, restarted, and the batch resumed with nothing lost or done twice."""
+middle of a batch, and the batch resumed against a live one with nothing lost or done twice."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,13 +17,9 @@ from pathlib import Path
 import pytest
 
 import tools
-from server import serve
-from server.process import free_port
-from server.vllm_command import ServeOptions
-from tests.conftest import START_TIMEOUT_S
 from tests.fault_proxy import Fault, FaultProxy
 from tests.images import gradient_image
-from tests.server_pool import TinyServer
+from tests.server_pool import ServerPool, TinyServer
 
 pytestmark = pytest.mark.vllm
 ANSWER = "<loc0100><loc0200><loc0300><loc0400> cat"
@@ -92,27 +89,30 @@ def test_sync_concurrency_limit_holds_across_threads(proxy: FaultProxy) -> None:
     assert proxy.max_in_flight == 2
 
 
-def test_server_killed_mid_batch_then_restarted_and_resumed(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_server_killed_mid_batch_then_resumed_against_a_live_one(
+    server_pool: ServerPool, doomed_server: TinyServer, tiny_server: TinyServer, tmp_path: Path
+) -> None:
+    """The batch command line through a proxy to a server that is killed (its whole process group)
+    in the middle of the batch; the same command, run again once a server answers at that address
+    (the proxy now forwards to another live one), does what is left and nothing twice."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(30):
         gradient_image(80 + i, 60, seed=i).save(folder / f"{i:02d}.png")
     output = tmp_path / "out.jsonl"
-    port = free_port()
-    the_plan = serve.plan(ServeOptions(model=str(tiny_model_dir), port=port), device="cpu")
-    proxy = FaultProxy(the_plan.command.base_url.removesuffix("/v1")).start()
+    proxy = FaultProxy(doomed_server.base_url.removesuffix("/v1")).start()
     command = [
         sys.executable, "-m", "clients.cli", "detect", str(folder), "--objects", "cat", "-o", str(output),
         "--base-url", proxy.base_url, "--extra-body", json.dumps(FORCED), "--concurrency", "2", "--no-progress",
         "--timeout", "10",
     ]  # fmt: skip
     try:
-        with serve.running(the_plan, echo=False, timeout_s=START_TIMEOUT_S):
-            batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 600  # a loaded machine answers slowly; a quiet one takes seconds
-            while time.monotonic() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 5):
-                time.sleep(0.05)
-        # the server (its whole process group) is gone now, in the middle of the batch
+        batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 600  # a loaded machine answers slowly; a quiet one takes seconds
+        while time.monotonic() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 5):
+            time.sleep(0.05)
+        server_pool.stop("doomed_server")  # every process of it, in the middle of the batch
+        assert not _alive(doomed_server.pid)
         _, stderr = batch.communicate(timeout=300)
         assert batch.returncode == 1, stderr
         first = [json.loads(line) for line in output.read_text().splitlines()]
@@ -125,8 +125,8 @@ def test_server_killed_mid_batch_then_restarted_and_resumed(tiny_model_dir: Path
         assert all(r["retry"] and r["error_type"] in gone for r in failed), failed
 
         proxy.reset_counts()
-        with serve.running(the_plan, echo=False, timeout_s=START_TIMEOUT_S):  # restarted on the same port
-            again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        proxy.upstream = tiny_server.base_url.removesuffix("/v1")  # a server answers at the address again
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr
         final = [json.loads(line) for line in output.read_text().splitlines()]
         assert sorted(r["path"] for r in final) == sorted(str(p.resolve()) for p in folder.glob("*.png"))
@@ -134,3 +134,11 @@ def test_server_killed_mid_batch_then_restarted_and_resumed(tiny_model_dir: Path
         assert proxy.completions == 30 - len(done_first)  # nothing done twice
     finally:
         proxy.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
