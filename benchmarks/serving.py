@@ -52,6 +52,9 @@ SERVED: dict[str, tuple[ServeOptions, dict[str, str]]] = {
     "eager": (ServeOptions(model="", eager=True), {}),
     "one-process": (ServeOptions(model=""), {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
     "worker-process": (ServeOptions(model=""), {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
+    # vLLM's token budget per step is 2048 without chunked prefill (which prefix attention turns
+    # off): 7 prompts of the random model's 266 tokens, so 16 arrivals take three prefill steps
+    "prefill-8k": (ServeOptions(model="", vllm_args=("--max-num-batched-tokens", "8192")), {}),
 }
 
 
