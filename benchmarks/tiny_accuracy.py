@@ -12,6 +12,7 @@ answers are parsed by the tools' parsers and scored by `training.evaluate`. Prin
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from server import serve
 from server.model_source import TINY_NAME, resolve
 from server.process import free_port
 from server.vllm_command import ServeOptions
-from tools.vae_checkpoint import load_vae_decoder
+from tools.vae_checkpoint import ENV_VAR, TINY_SHAPES_VAE_PATH, load_vae_decoder
 from training import evaluate
 
 GOALS = {
@@ -47,6 +48,12 @@ def main() -> None:
     if args.baselines_only:
         return
     source = resolve(args.model)
+    if source.served_name != resolve(TINY_NAME).served_name and ENV_VAR not in os.environ:
+        # a `train-tiny` output folder: its masks decode with its own VQ-VAE, or the shipped one;
+        # served under the folder's name, the tools would otherwise look for PaliGemma's vae-oid.npz
+        own = Path(source.location) / "vae.npz"
+        os.environ[ENV_VAR] = str(own if own.is_file() else TINY_SHAPES_VAE_PATH)
+        print(f"masks decoded with {os.environ[ENV_VAR]} ({ENV_VAR} to choose another)")
     columns: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
 
@@ -59,7 +66,7 @@ def main() -> None:
         seconds["vLLM served (prefix)"] = time.perf_counter() - started
     columns["vLLM served (prefix)"] = evaluate.score(held_out, requests, served)
 
-    decoder = load_vae_decoder(model=source.served_name)
+    decoder = load_vae_decoder(model=source.served_name)  # $PALIGEMMA_VAE_PATH first
     for attention in ("prefix", "causal"):
         name = f"transformers ({attention})"
         started = time.perf_counter()
