@@ -45,6 +45,10 @@ AGENT_LLM_ARGS = (
     "--structured-outputs-config",
     '{"backend": "xgrammar", "disable_any_whitespace": true}',
 )
+# Pooled servers whose tests compare answers with transformers or kill the server: vLLM's engine
+# runs in the API server's process, one process fewer to start (the random and trained servers
+# stay as `paligemma serve` starts them).
+ONE_PROCESS = frozenset({"doomed_server", "causal_server", "windowed_server"})
 WINDOW = 128  # Gemma 2's sliding window of the windowed model, cut below the tiny model's 256 image tokens
 
 
@@ -100,7 +104,7 @@ def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     with ServerPool(tmp_path_factory.mktemp("logs"), START_TIMEOUT_S) as pool:
         for name, prepare in plans.items():
             if name in wanted:
-                pool.start(name, prepare)
+                pool.start(name, prepare, one_process=name in ONE_PROCESS)
         yield pool
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,12 +60,17 @@ class ServerPool:
             self._ports.add(port)
             return port
 
-    def start(self, name: str, prepare: Prepare) -> None:
-        """Prepare and start server `name` in the background."""
-        self._starting[name] = self._threads.submit(self._start, name, prepare)
+    def start(self, name: str, prepare: Prepare, *, one_process: bool = False) -> None:
+        """Prepare and start server `name` in the background; `one_process` runs vLLM's engine inside
+        its API server's process (VLLM_ENABLE_V1_MULTIPROCESSING=0), a cheaper start for servers
+        whose tests do not depend on how vLLM splits its processes."""
+        self._starting[name] = self._threads.submit(self._start, name, prepare, one_process)
 
-    def _start(self, name: str, prepare: Prepare) -> tuple[VllmServer, serve.Plan]:
+    def _start(self, name: str, prepare: Prepare, one_process: bool) -> tuple[VllmServer, serve.Plan]:
         the_plan = serve.plan(prepare(self), device="cpu")
+        if one_process:
+            env = {**the_plan.command.env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+            the_plan = dataclasses.replace(the_plan, command=dataclasses.replace(the_plan.command, env=env))
         with self._lock:
             stack = self._stacks[name] = contextlib.ExitStack()
             server = stack.enter_context(serve.started(the_plan, echo=False, log_path=self.log_path(name)))
