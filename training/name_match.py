@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.patch_targets import IGNORE
+from training.prefix_lm import model_inputs
 from training.scenes import COLORS, SHAPES
 
 if TYPE_CHECKING:
@@ -32,9 +33,9 @@ FEATURES = len(SHAPES) + len(COLORS)  # one query/key dimension per shape, then 
 
 @dataclass(frozen=True)
 class PlantedMatch:
-    """What was planted: the probes' held-out accuracies and the head's scores."""
+    """What was planted: the probes' held-out accuracies and the head dimensions written."""
 
-    query_accuracy: float  # named kind read from the answer positions, on held-out rows
+    query_accuracy: float  # named kind read at the prompt's last position, on held-out rows
     key_accuracy: float  # kind of the shape patches read from the image tokens, held out
     dims: tuple[int, ...]  # the head dimensions now carrying the match
 
@@ -82,12 +83,7 @@ def plant(
     hook = attention.input_layernorm.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
     model.eval()
     with torch.no_grad():
-        model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-            pixel_values=batch["pixel_values"],
-        )
+        model(**model_inputs(batch))
     model.train()
     hook.remove()
     hidden = seen[0].double().numpy()  # (rows, length, hidden): what q_proj and k_proj read

@@ -35,6 +35,12 @@ def pad_prefix_lm(
     return {"input_ids": ids, "attention_mask": attention, "token_type_ids": token_types, "labels": labels}
 
 
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the model's forward takes from a collated batch (which also carries labels and targets)."""
+    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+    return {k: batch[k] for k in keys}
+
+
 # transformers' attention for reference answers under either mask (training.evaluate). Given
 # `token_type_ids`, SDPA and eager apply the same two-way prefix (training batches always carry
 # them). Given none, which is how a fully causal reference is asked for, eager is causal but SDPA

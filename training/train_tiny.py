@@ -27,7 +27,7 @@ from PIL import Image
 
 from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
 from training import grounding, name_match, patch_targets, scenes, tasks, vae
-from training.prefix_lm import pad_prefix_lm
+from training.prefix_lm import model_inputs, pad_prefix_lm
 
 if TYPE_CHECKING:
     import torch
@@ -309,12 +309,6 @@ def soft_target_loss(logits: torch.Tensor, labels: torch.Tensor, loc_ids: torch.
         weights = weights / weights.sum(dim=1, keepdim=True)
         nll[is_loc] = -(weights * log_probs[is_loc][:, loc_ids]).sum(dim=1)
     return nll.mean()
-
-
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the model's forward takes from a collated batch."""
-    keys = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
-    return {k: batch[k] for k in keys}
 
 
 def location_error(model: Any, batch: dict[str, torch.Tensor], loc_ids: torch.Tensor) -> float:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 import tools
@@ -112,7 +112,7 @@ def test_server_killed_mid_batch_then_resumed_against_a_live_one(
         while time.monotonic() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 5):
             time.sleep(0.05)
         server_pool.stop("doomed_server")  # every process of it, in the middle of the batch
-        assert not _alive(doomed_server.pid)
+        assert not psutil.pid_exists(doomed_server.pid)
         _, stderr = batch.communicate(timeout=300)
         assert batch.returncode == 1, stderr
         first = [json.loads(line) for line in output.read_text().splitlines()]
@@ -134,11 +134,3 @@ def test_server_killed_mid_batch_then_resumed_against_a_live_one(
         assert proxy.completions == 30 - len(done_first)  # nothing done twice
     finally:
         proxy.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
