@@ -28,6 +28,20 @@ settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# The servers of the session's pool (server_pool's plans); a test that uses one is a `vllm` test.
+POOLED = frozenset(
+    {"server_pool", "tiny_server", "trained_server", "doomed_server", "causal_server", "windowed_server", "lora_server"}
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects: scripts/test.sh runs the `vllm` tests apart
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `vllm` every test that uses a pooled server, whether or not its module says so."""
+    for item in items:
+        if POOLED & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.vllm)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("checkpoints") / "tiny-paligemma2")
@@ -45,10 +59,6 @@ AGENT_LLM_ARGS = (
     "--structured-outputs-config",
     '{"backend": "xgrammar", "disable_any_whitespace": true}',
 )
-# Pooled servers whose tests compare answers with transformers or kill the server: vLLM's engine
-# runs in the API server's process, one process fewer to start (the random and trained servers
-# stay as `paligemma serve` starts them).
-ONE_PROCESS = frozenset({"doomed_server", "causal_server", "windowed_server"})
 WINDOW = 128  # Gemma 2's sliding window of the windowed model, cut below the tiny model's 256 image tokens
 
 
@@ -104,7 +114,7 @@ def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     with ServerPool(tmp_path_factory.mktemp("logs"), START_TIMEOUT_S) as pool:
         for name, prepare in plans.items():
             if name in wanted:
-                pool.start(name, prepare, one_process=name in ONE_PROCESS)
+                pool.start(name, prepare)
         yield pool
 
 

@@ -5,9 +5,12 @@ mostly on one core: ~30 s on an idle 2-core machine, 60-115 s in a full CI run. 
 after another as their first tests asked for them, the session's five servers spent about
 seven minutes of a CI run starting. The pool starts every pooled server that the collected
 tests use at once, so the starts overlap, and each fixture waits only for its own server.
-Servers whose tests do not depend on vLLM's process split start with its engine inside the
-API server's process (`one_process`): one process fewer to import torch and vLLM into, which
-took the pool's start from 325 s to 231 s of a local run. Each server stops (its whole process
+Pooled servers run the model in vLLM's engine-core process (VLLM_ENABLE_V1_MULTIPROCESSING=0:
+on CPU vLLM otherwise adds a worker process for it): one Python process fewer to import torch
+and vLLM into, per server (the pool's start went from 325 s to 231 s of a local run with three
+of six servers so). No pooled test depends on that worker: `paligemma serve` as a user starts
+it, worker and all, is what tests/server/test_serve_cli.py, tests/clients/test_demo.py and
+tests/server/test_parallel_cpu.py start. Each server stops (its whole process
 group, by process id) when its fixture is torn down (`stop`), and every one still running when
 the session ends.
 """
@@ -63,17 +66,14 @@ class ServerPool:
             self._ports.add(port)
             return port
 
-    def start(self, name: str, prepare: Prepare, *, one_process: bool = False) -> None:
-        """Prepare and start server `name` in the background; `one_process` runs vLLM's engine inside
-        its API server's process (VLLM_ENABLE_V1_MULTIPROCESSING=0), a cheaper start for servers
-        whose tests do not depend on how vLLM splits its processes."""
-        self._starting[name] = self._threads.submit(self._start, name, prepare, one_process)
+    def start(self, name: str, prepare: Prepare) -> None:
+        """Prepare and start server `name` in the background, without vLLM's worker process."""
+        self._starting[name] = self._threads.submit(self._start, name, prepare)
 
-    def _start(self, name: str, prepare: Prepare, one_process: bool) -> tuple[VllmServer, serve.Plan]:
+    def _start(self, name: str, prepare: Prepare) -> tuple[VllmServer, serve.Plan]:
         the_plan = serve.plan(prepare(self), device="cpu")
-        if one_process:
-            env = {**the_plan.command.env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-            the_plan = dataclasses.replace(the_plan, command=dataclasses.replace(the_plan.command, env=env))
+        env = {**the_plan.command.env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+        the_plan = dataclasses.replace(the_plan, command=dataclasses.replace(the_plan.command, env=env))
         with self._lock:
             stack = self._stacks[name] = contextlib.ExitStack()
             server = stack.enter_context(serve.started(the_plan, echo=False, log_path=self.log_path(name)))

@@ -17,7 +17,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -87,6 +87,9 @@ class TrainSettings:
     # The first steps are detect and segment on scenes of one shape: the shortest path from the
     # pixels to a `<loc>` answer, learned before the task mix asks for anything else.
     first_steps_locating_one: int = 1000
+    # When those steps end, plant the name-to-shape match (training.name_match) in the grounding
+    # head, so that the several-shape steps form their answers around it (0: not planted).
+    main_plant_gap: float = 0.0
     aux_weight: float = 1.0  # the per-patch auxiliary loss (training.aux_heads)
     # One attention head looks at the object the answer speaks of (training.grounding).
     grounding: grounding.GroundingSettings = field(default_factory=grounding.GroundingSettings)
@@ -326,7 +329,7 @@ def location_error(model: Any, batch: dict[str, torch.Tensor], loc_ids: torch.Te
     return float((predicted - (labels[is_loc] - first)).abs().float().mean())
 
 
-def name_probe_batch(batcher: Batcher, rng: np.random.Generator, scenes_count: int) -> dict[str, torch.Tensor]:
+def name_probe_items(rng: np.random.Generator, scenes_count: int) -> list[Item]:
     """`detect circle`, `detect square`, `detect triangle` on each of `scenes_count` scenes of at
     least two kinds of shape, three consecutive rows per scene (answers left empty)."""
     from tools import prompts
@@ -337,7 +340,11 @@ def name_probe_batch(batcher: Batcher, rng: np.random.Generator, scenes_count: i
         if len({o.shape for o in scene.objects}) >= 2:
             asked = [tasks.Example("detect", prompts.detect((shape,)), "") for shape in scenes.SHAPES]
             items += [Item(example, scene.image, scene) for example in asked]
-    return batcher.collate(items)
+    return items
+
+
+def name_probe_batch(batcher: Batcher, rng: np.random.Generator, scenes_count: int) -> dict[str, torch.Tensor]:
+    return batcher.collate(name_probe_items(rng, scenes_count))
 
 
 def name_dependence(model: Any, batch: dict[str, torch.Tensor]) -> float:
@@ -431,6 +438,7 @@ class Stage:
     aux_weight: float = 0.0  # of the per-patch auxiliary loss (training.aux_heads)
     grounded: bool = False  # the grounding and prototype losses (training.grounding) on, where weighted
     trains: tuple[str, ...] = ()  # only the model's parameters whose names contain one of these (all if empty)
+    events: Mapping[int, Callable[[Any], None]] = field(default_factory=dict)  # step -> done to the model before it
 
 
 def _run_stage(
@@ -464,12 +472,12 @@ def _run_stage(
         projected[:] = [output]
 
     hooks = [model.model.multi_modal_projector.register_forward_hook(keep_projected)]
-    prototypes = grounding.NamePrototypes(arch.head_dim, settings.seed + 4)
-    seen = grounding.HeadProbe(model.model.language_model.layers[ground.layer].self_attn, ground.head, arch)
-    if aligning:
-        hooks += seen.attach()
     extra = [("aux." + n, p) for n, p in heads.named_parameters()] if stage.aux_weight > 0 else []
-    extra += [(f"prototypes.{i}", p) for i, p in enumerate(prototypes.parameters())] if aligning else []
+    if aligning:
+        prototypes = grounding.NamePrototypes(arch.head_dim, settings.seed + 4)
+        seen = grounding.HeadProbe(model.model.language_model.layers[ground.layer].self_attn, ground.head, arch)
+        hooks += seen.attach()
+        extra += [(f"prototypes.{i}", p) for i, p in enumerate(prototypes.parameters())]
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(not stage.trains or any(part in name for part in stage.trains))
     named = [*((n, p) for n, p in model.named_parameters() if p.requires_grad), *extra]
@@ -487,6 +495,8 @@ def _run_stage(
     last = stage.first_step + stage.steps - 1
     progress = tqdm(range(stage.first_step, last + 1), desc=f"train-tiny ({stage.name})", unit="step")
     for step in progress:
+        if step in stage.events:
+            stage.events[step](model)
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
         batch = batcher.collate(stage.draw(step), causal=list(rng.random(settings.batch) < stage.causal_share))
@@ -585,14 +595,30 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
             task, most_objects = task_names[int(rng.choice(len(task_names), p=task_weights))], scenes.MAX_OBJECTS
         return [batcher.sample(rng, task, most_objects=most_objects) for _ in range(settings.batch)]
 
+    events: dict[int, Callable[[Any], None]] = {}
+    if settings.main_plant_gap > 0:
+        gap = settings.main_plant_gap
+        events[settings.first_steps_locating_one] = lambda m: plant_match(m, batcher, rng, settings, gap)
     main = Stage(
         "main", 0, settings.steps, lambda step: _lr_at(step, settings), draw,
         lambda step: loc_sigma_at(step, settings), causal_share=settings.causal_share, aux_weight=settings.aux_weight,
+        events=events,
     )  # fmt: skip
     _run_stage(model, batcher, settings, main, out, TrainLog(), rng)
     if settings.binding_steps:
         bind_names(out, vae_path, settings)
     return out
+
+
+def plant_match(model: Any, batcher: Batcher, rng: np.random.Generator, settings: TrainSettings, gap: float) -> None:
+    """Plant the name-to-shape match (training.name_match) in the grounding head, fitted on
+    `binding_plant_rows` fresh `detect SHAPE` examples of two or three kinds of shape."""
+    asked = [batcher.sample(rng, "detect_one", least_kinds=2) for _ in range(settings.binding_plant_rows)]
+    layer, head = settings.grounding.layer, settings.grounding.head
+    planted = name_match.plant(model, batcher.collate(asked), TRAINED_ARCHITECTURE, layer, head, gap)
+    print(f"planted the name match in layer {layer} head {head}, dims {planted.dims}: held-out probe accuracy"
+          f" {planted.query_accuracy:.2f} (the name, at the prompt's end), {planted.key_accuracy:.2f}"
+          " (the kind of a shape's patch)", flush=True)  # fmt: skip
 
 
 def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
@@ -609,14 +635,7 @@ def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     batcher = Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, shape_codes(vae_path))
     model = PaliGemmaForConditionalGeneration.from_pretrained(out, attn_implementation="eager")
     if settings.binding_plant_gap > 0:
-        asked = [batcher.sample(rng, "detect_one", least_kinds=2) for _ in range(settings.binding_plant_rows)]
-        planted = name_match.plant(
-            model, batcher.collate(asked), TRAINED_ARCHITECTURE, settings.grounding.layer, settings.grounding.head,
-            settings.binding_plant_gap,
-        )  # fmt: skip
-        print(f"planted the name match in head dims {planted.dims}: held-out probe accuracy"
-              f" {planted.query_accuracy:.2f} (the name, at the prompt's end), {planted.key_accuracy:.2f}"
-              " (the kind of a shape's patch)")  # fmt: skip
+        plant_match(model, batcher, rng, settings, settings.binding_plant_gap)
     binding = list(tasks.BINDING_WEIGHTS)
     binding_p = np.array([tasks.BINDING_WEIGHTS[n] for n in binding]) / sum(tasks.BINDING_WEIGHTS.values())
     mix = list(tasks.TASK_WEIGHTS)

@@ -10,12 +10,11 @@ import pytest
 
 from server.model_source import TINY_TRAINED_DIR
 from server.tiny_model import build_tokenizer
-from tools import prompts
 from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH
-from training import name_match, tasks
+from training import name_match
 from training.grounding import object_cells
-from training.scenes import SHAPES, make_scene
-from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, Item, model_inputs, shape_codes
+from training.scenes import SHAPES
+from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, model_inputs, name_probe_items, shape_codes
 
 LAYER, HEAD = 2, 0
 GRID = TRAINED_ARCHITECTURE.image_size_px // TRAINED_ARCHITECTURE.patch_size_px
@@ -33,21 +32,15 @@ def _load() -> Any:
 
 
 def _probe(batcher: Batcher, scenes_count: int) -> tuple[dict[str, Any], Any]:
-    """`detect SHAPE` for each shape on scenes of two or three kinds of shape (empty answers), and
+    """train-tiny's name probe (`detect SHAPE` for each shape, on scenes of two or three kinds) and
     the cells of the shape named in each row."""
     import torch
 
-    rng = np.random.default_rng(2)
-    items: list[Item] = []
-    cells = []
-    while len(items) < 3 * scenes_count:
-        scene = make_scene(rng, kind="shapes", max_side=640)
-        if len({o.shape for o in scene.objects}) < 2:
-            continue
-        for shape in SHAPES:
-            named = [i for i, o in enumerate(scene.objects) if o.shape == shape]
-            items.append(Item(tasks.Example("detect", prompts.detect((shape,)), ""), scene.image, scene))
-            cells.append(object_cells(scene, named, GRID).any(axis=0))
+    items = name_probe_items(np.random.default_rng(2), scenes_count)
+    cells = [
+        object_cells(item.scene, [i for i, o in enumerate(item.scene.objects) if o.shape == shape], GRID).any(axis=0)
+        for item, shape in zip(items, SHAPES * scenes_count, strict=True)
+    ]
     return batcher.collate(items), torch.from_numpy(np.array(cells, dtype=np.float32))
 
 
