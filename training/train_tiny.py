@@ -90,6 +90,11 @@ class TrainSettings:
     # When those steps end, plant the name-to-shape match (training.name_match) in the grounding
     # head, so that the several-shape steps form their answers around it (0: not planted).
     main_plant_gap: float = 0.0
+    # Text positions' attention on the image in the first `blind_layers` text layers is penalized
+    # (weight `blind_weight`): there the prompt's last token cannot know the name yet, so a model
+    # that locates there locates whatever the name (docs/tiny-model.md). Off at 0.
+    blind_layers: int = 0
+    blind_weight: float = 1.0
     aux_weight: float = 1.0  # the per-patch auxiliary loss (training.aux_heads)
     # One attention head looks at the object the answer speaks of (training.grounding).
     grounding: grounding.GroundingSettings = field(default_factory=grounding.GroundingSettings)
@@ -370,6 +375,18 @@ def name_kls(log_probs: torch.Tensor) -> torch.Tensor:
     return torch.cat(pairs)
 
 
+def text_attention_on_image(
+    attentions: Sequence[torch.Tensor], batch: dict[str, torch.Tensor], image_tokens: int
+) -> torch.Tensor:
+    """Mean attention mass that text positions (prompt and answer) put on the image tokens, over
+    the given layers and their heads: (rows, heads, length, length) attention weights each."""
+    text = batch["attention_mask"].clone()
+    text[:, :image_tokens] = 0
+    weight = text[:, None, :].float()
+    masses = [(a[..., :image_tokens].sum(-1) * weight).sum() / (weight.sum() * a.shape[1]) for a in attentions]
+    return sum(masses[1:], masses[0]) / len(masses)
+
+
 def loc_sigma_at(step: int, settings: TrainSettings) -> float:
     """The soft `<loc>` target width at `step`: `loc_sigma_bins` narrowing to 0 (hard targets)."""
     end = settings.hard_loc_targets_from * settings.steps
@@ -412,6 +429,7 @@ class TrainLog:
     losses: list[float] = field(default_factory=list)
     aux_losses: list[float] = field(default_factory=list)
     grounding_losses: list[float] = field(default_factory=list)
+    blind_losses: list[float] = field(default_factory=list)
     location_error_bins: list[tuple[int, float]] = field(default_factory=list)
     name_dependence_nats: list[tuple[int, float]] = field(default_factory=list)
     minutes: float = 0.0
@@ -419,7 +437,8 @@ class TrainLog:
     @classmethod
     def read(cls, path: Path) -> TrainLog:
         kept = json.loads(path.read_text())
-        return cls(**{k: kept[k] for k in ("losses", "aux_losses", "grounding_losses", "minutes") if k in kept},
+        lists = ("losses", "aux_losses", "grounding_losses", "blind_losses", "minutes")
+        return cls(**{k: kept[k] for k in lists if k in kept},
                    location_error_bins=[tuple(p) for p in kept.get("location_error_bins", [])],
                    name_dependence_nats=[tuple(p) for p in kept.get("name_dependence_nats", [])])  # fmt: skip
 
@@ -438,6 +457,7 @@ class Stage:
     aux_weight: float = 0.0  # of the per-patch auxiliary loss (training.aux_heads)
     grounded: bool = False  # the grounding and prototype losses (training.grounding) on, where weighted
     trains: tuple[str, ...] = ()  # only the model's parameters whose names contain one of these (all if empty)
+    blind_layers: int = 0  # text layers whose text-to-image attention is penalized (TrainSettings.blind_layers)
     events: Mapping[int, Callable[[Any], None]] = field(default_factory=dict)  # step -> done to the model before it
 
 
@@ -459,10 +479,11 @@ def _run_stage(
     arch = TRAINED_ARCHITECTURE
     ground = settings.grounding
     attending = stage.grounded and ground.weight > 0
+    blinding = stage.blind_layers > 0
     aligning = stage.grounded and ground.prototype_weight > 0
     # eager: the grounding loss reads one head's attention weights, which SDPA does not return
     # (with token_type_ids both apply the same prefix mask: tests/training/test_prefix_lm.py)
-    model.config._attn_implementation = "eager" if attending else "sdpa"
+    model.config._attn_implementation = "eager" if attending or blinding else "sdpa"
     model.train()
     loc_ids = loc_token_ids(batcher.tokenizer)
     heads = AuxiliaryHeads(arch.text_hidden)
@@ -500,7 +521,7 @@ def _run_stage(
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
         batch = batcher.collate(stage.draw(step), causal=list(rng.random(settings.batch) < stage.causal_share))
-        outputs = model(**model_inputs(batch), output_attentions=attending)
+        outputs = model(**model_inputs(batch), output_attentions=attending or blinding)
         sigma = stage.sigma_at(step)
         loss = soft_target_loss(outputs.logits, batch["labels"], loc_ids, sigma)
         if attending:
@@ -516,6 +537,10 @@ def _run_stage(
                 arch.image_tokens,
             )  # fmt: skip
             loss = loss + ground.prototype_weight * aligned
+        if blinding:
+            looked_early = text_attention_on_image(outputs.attentions[: stage.blind_layers], batch, arch.image_tokens)
+            loss = loss + settings.blind_weight * looked_early
+            log.blind_losses.append(float(looked_early.item()))
         if stage.aux_weight > 0:
             loc_embeddings = model.get_input_embeddings().weight[loc_ids]
             aux = heads.loss(projected[0], batch, loc_embeddings, sigma)
@@ -602,7 +627,7 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
     main = Stage(
         "main", 0, settings.steps, lambda step: _lr_at(step, settings), draw,
         lambda step: loc_sigma_at(step, settings), causal_share=settings.causal_share, aux_weight=settings.aux_weight,
-        events=events,
+        events=events, blind_layers=settings.blind_layers,
     )  # fmt: skip
     _run_stage(model, batcher, settings, main, out, TrainLog(), rng)
     if settings.binding_steps:
