@@ -437,8 +437,8 @@ class TrainLog:
     @classmethod
     def read(cls, path: Path) -> TrainLog:
         kept = json.loads(path.read_text())
-        lists = ("losses", "aux_losses", "grounding_losses", "blind_losses", "minutes")
-        return cls(**{k: kept[k] for k in lists if k in kept},
+        plain = ("losses", "aux_losses", "grounding_losses", "blind_losses", "minutes")
+        return cls(**{k: kept[k] for k in plain if k in kept},
                    location_error_bins=[tuple(p) for p in kept.get("location_error_bins", [])],
                    name_dependence_nats=[tuple(p) for p in kept.get("name_dependence_nats", [])])  # fmt: skip
 
@@ -481,7 +481,7 @@ def _run_stage(
     attending = stage.grounded and ground.weight > 0
     blinding = stage.blind_layers > 0
     aligning = stage.grounded and ground.prototype_weight > 0
-    # eager: the grounding loss reads one head's attention weights, which SDPA does not return
+    # eager: the grounding loss and the early-look penalty read attention weights, which SDPA does not return
     # (with token_type_ids both apply the same prefix mask: tests/training/test_prefix_lm.py)
     model.config._attn_implementation = "eager" if attending or blinding else "sdpa"
     model.train()
