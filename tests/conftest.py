@@ -28,17 +28,12 @@ settings.register_profile("fuzz", max_examples=20_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-# The servers of the session's pool (server_pool's plans); a test that uses one is a `vllm` test.
-POOLED = frozenset(
-    {"server_pool", "tiny_server", "trained_server", "doomed_server", "causal_server", "windowed_server", "lora_server"}
-)
-
-
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects: scripts/test.sh runs the `vllm` tests apart
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `vllm` every test that uses a pooled server, whether or not its module says so."""
+    """Mark `vllm` every test that uses a pooled server (its fixture closure holds server_pool),
+    whether or not its module says so."""
     for item in items:
-        if POOLED & set(getattr(item, "fixturenames", ())):
+        if "server_pool" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.vllm)
 
 
