@@ -177,7 +177,7 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reuse-vae", action="store_true", help="use the VQ-VAE already at --vae-out instead of training it"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="steps of the main stage (default 6000)")
+    p.add_argument("--steps", type=int, help="steps of the main stage (default 5000)")
     p.add_argument(
         "--binding-steps", type=int, help="steps of the experimental binding stage after it (default 0: none)"
     )

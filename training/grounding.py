@@ -57,8 +57,9 @@ def answer_subjects(
     """(answer position, subjects looked at) for the answer tokens that are about objects.
 
     Position j means the j-th answer token is predicted there (from position j - 1 in the row).
-    `detect`/`segment`: each `<loc>` and `<seg>` token belongs to the box it is part of (four
-    `<loc>` per box, in the order of `subjects`). A question: its first token, about all subjects.
+    `detect`/`segment`: every token from a box's first `<loc>` to the next box's belongs to that
+    box (its four `<loc>`, its `<seg>`, its label and the separator or `<eos>` after it, in the
+    order of `subjects`). A question: its first token, about all subjects.
     """
     if not subjects:
         return []
@@ -67,14 +68,9 @@ def answer_subjects(
     out: list[tuple[int, tuple[int, ...]]] = []
     locs = 0
     for j, token in enumerate(answer_ids):
-        if token in loc_range:
-            box = locs // 4
-            locs += 1
-        elif token in seg_range:
-            box = (locs - 1) // 4
-        else:
-            continue
-        if 0 <= box < len(subjects):
+        locs += token in loc_range
+        box = (locs - 1) // 4
+        if 0 <= box < len(subjects) and locs > 0:
             out.append((j, (subjects[box],)))
     return out
 

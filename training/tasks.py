@@ -29,6 +29,9 @@ TASK_WEIGHTS: Final[dict[str, float]] = {
     "question": 0.03,
 }
 NUMBER_WORDS: Final = ("0", "1", "2", "3")
+# Share of the names in `detect` and `segment` prompts drawn from every name rather than from the
+# scene's objects (a name drawn so may still be present).
+ANY_NAME_SHARE: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def _names(rng: np.random.Generator, scene: Scene, most: int) -> tuple[str, ...]
     for _ in range(count * 4):
         if len(names) == count:
             break
-        if present and rng.random() < 0.8:
+        if present and rng.random() >= ANY_NAME_SHARE:
             name = present[int(rng.integers(len(present)))]
         else:
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -80,9 +83,11 @@ def _names(rng: np.random.Generator, scene: Scene, most: int) -> tuple[str, ...]
     return tuple(names)
 
 
-def _named_objects(scene: Scene, names: Sequence[str]) -> list[tuple[str, ShapeObject]]:
-    """(name, object) in answer order: for each name as asked, its objects in reading order."""
-    return [(name, o) for name in names for o in reading_order(scene.objects) if matches(o, name)]
+def named_objects(scene: Scene, names: Sequence[str]) -> list[tuple[str, ShapeObject]]:
+    """(name, object) in answer order: every object that answers to a name, in reading order,
+    labelled with the first name (as asked) it answers to."""
+    named = ((next((n for n in names if matches(o, n)), None), o) for o in reading_order(scene.objects))
+    return [(name, o) for name, o in named if name is not None]
 
 
 def _indices(scene: Scene, objects: Sequence[ShapeObject]) -> tuple[int, ...]:
@@ -91,7 +96,7 @@ def _indices(scene: Scene, objects: Sequence[ShapeObject]) -> tuple[int, ...]:
 
 def detect(rng: np.random.Generator, scene: Scene, codes_for: CodesFor, most_names: int = 3) -> Example:
     names = _names(rng, scene, most_names)
-    named = _named_objects(scene, names)
+    named = named_objects(scene, names)
     found = [(name, object_bins(scene, o)) for name, o in named]
     subjects = _indices(scene, [o for _, o in named])
     return Example("detect", prompts.detect(names), answer_text.detection_text(found), subjects)
@@ -104,7 +109,7 @@ def detect_one(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> E
 
 def segment(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example:
     names = _names(rng, scene, 2 if rng.random() < 0.2 else 1)
-    named = _named_objects(scene, names)
+    named = named_objects(scene, names)
     found = [(name, object_bins(scene, o), codes_for(o.shape)) for name, o in named]
     subjects = _indices(scene, [o for _, o in named])
     return Example("segment", prompts.segment(names), answer_text.segment_text(found), subjects)

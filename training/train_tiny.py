@@ -70,7 +70,7 @@ BINDING_WARMUP: Final = 50  # steps of the binding stage's learning-rate warm-up
 @dataclass(frozen=True)
 class TrainSettings:
     seed: int = 0
-    steps: int = 6000
+    steps: int = 5000
     batch: int = 16
     lr: float = 1e-3
     warmup: int = 100

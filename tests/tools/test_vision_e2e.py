@@ -22,10 +22,11 @@ from training.scenes import Scene, ShapeObject, make_scene, object_mask
 
 pytestmark = [
     pytest.mark.vllm,
-    # Run every time, reported as xfailed/xpassed: the shipped checkpoint localizes (matched box IoU
-    # 0.82) but greedy decoding answers one-shape detect and every segment with nothing, and it does
-    # not read (docs/benchmarks.md, `benchmarks.tiny_first_token`; issue 9 stays open). Remove this
-    # mark when a checkpoint that answers lands: these tests are the bar it must clear.
+    # Run every time, reported as xfailed/xpassed: the shipped checkpoint finds and outlines shapes
+    # but labels every box with the first name asked, so a named shape among others comes back
+    # wrong, and it does not read (docs/benchmarks.md, "Tiny trained model accuracy"; issue 9 stays
+    # open; the masks and blank-image tests pass today). Remove this mark when a checkpoint that
+    # tells shapes apart lands: these tests are the bar it must clear.
     pytest.mark.xfail(
         reason="the shipped tiny checkpoint does not answer reliably yet (docs/benchmarks.md: tiny accuracy)",
         strict=False,

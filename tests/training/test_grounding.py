@@ -9,6 +9,7 @@ from PIL import Image
 from server.tiny_model import build_tokenizer
 from training import tasks
 from training.grounding import GroundingSettings, answer_subjects, grounding_loss, grounding_targets, object_cells
+from training.prefix_lm import IGNORED_LABEL
 from training.scenes import Scene, ShapeObject, make_scene
 from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, Item
 
@@ -27,14 +28,14 @@ CODES = {"circle": tuple(range(16)), "square": tuple(range(16, 32)), "triangle":
 @pytest.mark.parametrize(
     ("task", "answer_ids", "subjects", "expected"),
     [
-        # two boxes: each <loc> belongs to its box; the label and separator to none
-        ("detect", [L, L, L, L, 5, 6, L, L, L, L, 7, 1], (2, 0), [*_at(range(4), 2), *_at(range(6, 10), 0)]),
-        # a mask: its 16 <seg> follow its four <loc>
-        ("segment", [L, L, L, L, *[S] * 16, 5, 1], (1,), _at(range(20), 1)),
+        # two boxes: each token from a box's first <loc> to the next box's (label, separator) is its box's
+        ("detect", [L, L, L, L, 5, 6, L, L, L, L, 7, 1], (2, 0), [*_at(range(6), 2), *_at(range(6, 12), 0)]),
+        # a mask: its 16 <seg> follow its four <loc>, then its label and <eos>
+        ("segment", [L, L, L, L, *[S] * 16, 5, 1], (1,), _at(range(22), 1)),
         ("detect", [1], (), []),  # the name is absent: <eos> alone, nothing to look at
         ("count", [50, 1], (0, 2), [(0, (0, 2))]),  # a question: its first token, about all it counts
         ("exists", [51, 1], (), []),  # "no": nothing to look at
-        ("detect", [L, L, L, L, 5, 6, L, L, L, L, 1], (3,), _at(range(4), 3)),  # more boxes than subjects
+        ("detect", [L, L, L, L, 5, 6, L, L, L, L, 1], (3,), _at(range(6), 3)),  # more boxes than subjects
     ],
 )
 def test_answer_subjects(task: str, answer_ids: list[int], subjects: tuple[int, ...], expected: list[object]) -> None:
@@ -52,7 +53,7 @@ def test_object_cells_are_the_cells_it_covers() -> None:
     assert cells[1].sum() == 1 and cells[1, 8, 8]  # too small to cover 15 % of any cell: its largest cell
 
 
-def test_every_subject_of_a_generated_example_is_looked_at_from_its_boxes() -> None:
+def test_every_subject_of_a_generated_example_is_looked_at_from_its_box_and_label() -> None:
     batcher = Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, CODES)
     rng = np.random.default_rng(3)
     checked = 0
@@ -61,16 +62,18 @@ def test_every_subject_of_a_generated_example_is_looked_at_from_its_boxes() -> N
         example = tasks.detect(rng, scene, CODES.__getitem__)
         batch = batcher.collate([Item(example, scene.image, scene)])
         used = batch["ground_used"][0].nonzero()[:, 0].tolist()
-        assert len(used) == 4 * len(example.subjects)  # four <loc> per box written
-        prefix = len(batcher.prefix_ids(example.prompt))
         labels = batch["labels"][0].tolist()
+        predicts_loc = [p for p in range(len(labels) - 1) if labels[p + 1] in batcher.loc_range]
+        starts = predicts_loc[::4]  # where each box's first <loc> is predicted
+        assert len(starts) == len(example.subjects)
+        answer_end = max(p for p in range(len(labels) - 1) if labels[p + 1] != IGNORED_LABEL) + 1
+        assert used == list(range(starts[0], answer_end)) if starts else used == []
         for box, subject in enumerate(example.subjects):
-            positions = used[4 * box : 4 * box + 4]
-            assert all(batcher.loc_range.start <= labels[p + 1] < batcher.loc_range.stop for p in positions)
+            stretch = range(starts[box], starts[box + 1] if box + 1 < len(starts) else answer_end)
             expected = object_cells(scene, (subject,), 10)[0]
-            for p in positions:
+            for p in stretch:  # its four <loc>, its label, and what follows it
                 assert batch["ground_cells"][0, p].numpy().astype(bool).tolist() == expected.tolist()
-        assert not used or used[0] == prefix - 1  # the first box is predicted from `\n`
+        assert not used or used[0] == len(batcher.prefix_ids(example.prompt)) - 1  # the first box from `\n`
         checked += bool(example.subjects)
     assert checked > 20
 
@@ -121,6 +124,6 @@ def test_what_a_position_looks_for_is_what_the_prompt_names(prompt: str, kind: s
 
     square = _scene(ShapeObject("square", "red", (0, 0, 50, 50)))
     targets = grounding_targets([(square, "detect", prompt, 3, [L, L, L, L, 1], (0,))], 8, 10, LOC, SEG)
-    assert targets.used[0].tolist() == [False, False, True, True, True, True, False, False]
-    assert targets.kind[0, 2:6].tolist() == [KINDS.index(kind) if kind else IGNORE] * 4
-    assert targets.color[0, 2:6].tolist() == [1 + COLORS.index(color) if color else IGNORE] * 4
+    assert targets.used[0].tolist() == [False, False, True, True, True, True, True, False]  # four <loc>, <eos>
+    assert targets.kind[0, 2:7].tolist() == [KINDS.index(kind) if kind else IGNORE] * 5
+    assert targets.color[0, 2:7].tolist() == [1 + COLORS.index(color) if color else IGNORE] * 5
