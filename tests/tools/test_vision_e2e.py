@@ -20,18 +20,16 @@ from tests.server_pool import TinyServer
 from training.evaluate import box_iou
 from training.scenes import Scene, ShapeObject, make_scene, object_mask
 
-pytestmark = [
-    pytest.mark.vllm,
-    # Run every time, reported as xfailed/xpassed: the shipped checkpoint finds and outlines shapes
-    # but labels every box with the first name asked, so a named shape among others comes back
-    # wrong, and it does not read (docs/benchmarks.md, "Tiny trained model accuracy"; issue 9 stays
-    # open; the masks and blank-image tests pass today). Remove this mark when a checkpoint that
-    # tells shapes apart lands: these tests are the bar it must clear.
-    pytest.mark.xfail(
-        reason="the shipped tiny checkpoint does not answer reliably yet (docs/benchmarks.md: tiny accuracy)",
-        strict=False,
-    ),
-]
+pytestmark = pytest.mark.vllm
+
+# Run every time, reported as xfailed/xpassed: the shipped checkpoint finds and outlines shapes but
+# labels every box with the first name asked, so a named shape among others comes back wrong, and
+# it does not read (docs/benchmarks.md, "Tiny trained model accuracy"; issue 9 stays open). Remove
+# this mark from a test when a checkpoint that passes it lands: these tests are the bar it must clear.
+NOT_YET = pytest.mark.xfail(
+    reason="the shipped tiny checkpoint does not tell shapes apart or read yet (docs/benchmarks.md: tiny accuracy)",
+    strict=False,
+)
 
 BOX_IOU_MIN = 0.7
 MASK_IOU_MIN = 0.7
@@ -66,6 +64,7 @@ def jpeg_with_orientation_6(upright: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+@NOT_YET
 def test_red_circle_in_an_exif_rotated_jpeg_comes_back_where_a_viewer_sees_it(client: tools.PaliGemmaClient) -> None:
     scene = scene_with((900, 1600), first_seed=100, want="red circle")
     data = jpeg_with_orientation_6(scene.image)
@@ -76,6 +75,7 @@ def test_red_circle_in_an_exif_rotated_jpeg_comes_back_where_a_viewer_sees_it(cl
     assert best_iou(found, truth, "red circle") >= BOX_IOU_MIN, found.raw_text
 
 
+@NOT_YET
 @pytest.mark.parametrize(
     ("size", "seed"),
     [
@@ -94,6 +94,7 @@ def test_every_shape_is_found_where_it_was_drawn(
         assert best_iou(found, truth, truth.shape) >= BOX_IOU_MIN, (truth, found.raw_text)
 
 
+@NOT_YET
 def test_a_mirrored_image_moves_the_box(client: tools.PaliGemmaClient) -> None:
     """The answer follows the pixels: mirror the scene and the box mirrors too."""
     scene = scene_with((800, 500), first_seed=500)
@@ -116,12 +117,14 @@ def test_segment_masks_cover_the_drawn_shape(client: tools.PaliGemmaClient) -> N
         assert iou >= MASK_IOU_MIN, (truth, result.raw_text)
 
 
+@NOT_YET
 def test_read_text_reads_the_word(client: tools.PaliGemmaClient) -> None:
     scene = scene_with((640, 360), first_seed=700, kind="word")
     assert scene.word is not None
     assert tools.read_text(scene.image, client=client).text == scene.word.text
 
 
+@NOT_YET
 def test_answers_a_count(client: tools.PaliGemmaClient) -> None:
     scene = scene_with((600, 600), first_seed=800)
     for shape in ("circle", "square", "triangle"):
