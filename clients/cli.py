@@ -177,9 +177,14 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reuse-vae", action="store_true", help="use the VQ-VAE already at --vae-out instead of training it"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="steps of the main stage (default 5000)")
+    from training.train_tiny import TrainSettings
+
+    defaults = TrainSettings()
+    p.add_argument("--steps", type=int, help=f"steps of the main stage (default {defaults.steps})")
     p.add_argument(
-        "--binding-steps", type=int, help="steps of the experimental binding stage after it (default 0: none)"
+        "--binding-steps",
+        type=int,
+        help=f"steps of the binding stage after it (default {defaults.binding_steps}; 0: none)",
     )
     p.add_argument(
         "--binding-stage-only",
@@ -203,7 +208,7 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
         settings = dataclasses.replace(settings, binding_steps=args.binding_steps)
     if args.binding_stage_only:
         if settings.binding_steps < 1:
-            print("--binding-stage-only needs --binding-steps N (N >= 1): it is off by default.", file=sys.stderr)
+            print("--binding-stage-only needs binding steps: --binding-steps N (N >= 1).", file=sys.stderr)
             return 2
         if not (args.out / "train_log.json").is_file() or not vae_path.is_file():
             print(

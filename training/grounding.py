@@ -52,7 +52,7 @@ def object_cells(scene: Scene, subjects: Sequence[int], grid: int) -> np.ndarray
 
 
 def answer_subjects(
-    task: str, answer_ids: Sequence[int], subjects: Sequence[int], loc_range: range, seg_range: range
+    task: str, answer_ids: Sequence[int], subjects: Sequence[int], loc_range: range
 ) -> list[tuple[int, tuple[int, ...]]]:
     """(answer position, subjects looked at) for the answer tokens that are about objects.
 
@@ -92,7 +92,6 @@ def grounding_targets(
     length: int,
     grid: int,
     loc_range: range,
-    seg_range: range,
 ) -> GroundingTargets:
     """For rows of (scene, task, prompt, prefix length, answer ids, subjects)."""
     import torch
@@ -101,7 +100,7 @@ def grounding_targets(
     kind = np.full((len(rows), length), IGNORE, dtype=np.int64)
     color = np.full((len(rows), length), IGNORE, dtype=np.int64)
     for i, (scene, task, prompt, prefix, answer_ids, subjects) in enumerate(rows):
-        at = answer_subjects(task, answer_ids, subjects, loc_range, seg_range)
+        at = answer_subjects(task, answer_ids, subjects, loc_range)
         if not at:
             continue
         covered = dict(zip(subjects, object_cells(scene, subjects, grid), strict=True))

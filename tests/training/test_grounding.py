@@ -39,7 +39,7 @@ CODES = {"circle": tuple(range(16)), "square": tuple(range(16, 32)), "triangle":
     ],
 )
 def test_answer_subjects(task: str, answer_ids: list[int], subjects: tuple[int, ...], expected: list[object]) -> None:
-    assert answer_subjects(task, answer_ids, subjects, LOC, SEG) == expected
+    assert answer_subjects(task, answer_ids, subjects, LOC) == expected
 
 
 def _scene(*objects: ShapeObject, size: tuple[int, int] = (100, 100)) -> Scene:
@@ -98,7 +98,7 @@ def test_the_loss_is_small_when_the_head_looks_at_the_target_and_large_when_not(
     import torch
 
     square = _scene(ShapeObject("square", "red", (0, 0, 50, 50)))
-    targets = grounding_targets([(square, "count", "how many squares?", 3, [50, 1], (0,))], 5, 10, LOC, SEG)
+    targets = grounding_targets([(square, "count", "how many squares?", 3, [50, 1], (0,))], 5, 10, LOC)
     assert targets.used[0].tolist() == [False, False, True, False, False]
     on_target = targets.cells[0, 2] / targets.cells[0, 2].sum()
     off_target = (1 - targets.cells[0, 2]) / (1 - targets.cells[0, 2]).sum()
@@ -123,7 +123,7 @@ def test_what_a_position_looks_for_is_what_the_prompt_names(prompt: str, kind: s
     from training.scenes import COLORS
 
     square = _scene(ShapeObject("square", "red", (0, 0, 50, 50)))
-    targets = grounding_targets([(square, "detect", prompt, 3, [L, L, L, L, 1], (0,))], 8, 10, LOC, SEG)
+    targets = grounding_targets([(square, "detect", prompt, 3, [L, L, L, L, 1], (0,))], 8, 10, LOC)
     assert targets.used[0].tolist() == [False, False, True, True, True, True, True, False]  # four <loc>, <eos>
     assert targets.kind[0, 2:7].tolist() == [KINDS.index(kind) if kind else IGNORE] * 5
     assert targets.color[0, 2:7].tolist() == [1 + COLORS.index(color) if color else IGNORE] * 5

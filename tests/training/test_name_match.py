@@ -25,10 +25,19 @@ def batcher() -> Batcher:
     return Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, shape_codes(Path(TINY_SHAPES_VAE_PATH)))
 
 
-def _load() -> Any:
+def _load_with_the_head_scrambled() -> Any:
+    """The shipped checkpoint with the supervised head's query projection redrawn at random: its
+    binding stage taught that head to look at the shape named, which planting must do by itself."""
+    import torch
     from transformers import PaliGemmaForConditionalGeneration
 
-    return PaliGemmaForConditionalGeneration.from_pretrained(TINY_TRAINED_DIR, attn_implementation="eager")
+    model = PaliGemmaForConditionalGeneration.from_pretrained(TINY_TRAINED_DIR, attn_implementation="eager")
+    q_proj = model.model.language_model.layers[LAYER].self_attn.q_proj.weight
+    rows = slice(HEAD * TRAINED_ARCHITECTURE.head_dim, (HEAD + 1) * TRAINED_ARCHITECTURE.head_dim)
+    with torch.no_grad():
+        drawn = torch.randn(q_proj[rows].shape, generator=torch.Generator().manual_seed(0))
+        q_proj[rows] = drawn * float(q_proj[rows].std())
+    return model
 
 
 def _probe(batcher: Batcher, scenes_count: int) -> tuple[dict[str, Any], Any]:
@@ -64,16 +73,13 @@ def test_planting_turns_the_head_to_the_shape_named(batcher: Batcher) -> None:
     rng = np.random.default_rng(11)
     fit_on = batcher.collate([batcher.sample(rng, "detect_one", least_kinds=2) for _ in range(96)])
     probe, named = _probe(batcher, 12)
-    model = _load()
+    model = _load_with_the_head_scrambled()
     named_before, others_before = _attention_on_shapes(model, probe, named)
     planted = name_match.plant(model, fit_on, TRAINED_ARCHITECTURE, LAYER, HEAD, score_gap=12.0)
     named_after, others_after = _attention_on_shapes(model, probe, named)
 
     assert planted.query_accuracy > 0.9 and planted.key_accuracy > 0.7
-    assert named_before < others_before  # the shipped model looks at every shape alike
-    # Among the shapes, the head now prefers the one named. (How much of its attention goes to the
-    # image at all is the model's own: 0.02 before and 0.08 after on the shipped checkpoint, whose
-    # head looks mostly at the prompt; docs/tiny-model.md.)
+    # Among the shapes, the head now prefers the one named.
     share_before = named_before / (named_before + others_before)
     share_after = named_after / (named_after + others_after)
     assert share_after > 0.5 and share_after > share_before + 0.1

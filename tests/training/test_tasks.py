@@ -57,3 +57,23 @@ def test_a_detect_answer_parses_back_to_the_named_objects_in_order(seed: int) ->
     for detection, (_, obj) in zip(found.objects, expected, strict=True):
         assert np.allclose(detection.box.xyxy, obj.box_xyxy, atol=max(scene.width, scene.height) / 1024 + 1)
     assert example.subjects == tuple(scene.objects.index(o) for _, o in expected)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_detect_every_kind_names_each_shape_once_and_labels_each_box_with_its_own_shape(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scene = make_scene(rng, kind="shapes", max_side=400)
+    example = tasks.detect_every_kind(rng, scene, CODES.__getitem__)
+    names = example.prompt.removeprefix("detect ").split(" ; ")
+    assert sorted(names) == ["circle", "square", "triangle"]
+    found = parsing.parse_detections(example.answer, width=scene.width, height=scene.height, prompt=example.prompt)
+    in_reading_order = tasks.reading_order(scene.objects)
+    assert [d.label for d in found.objects] == [o.shape for o in in_reading_order]
+    assert example.subjects == tuple(scene.objects.index(o) for o in in_reading_order)
+
+
+def test_detect_every_kind_prompts_vary_in_order() -> None:
+    rng = np.random.default_rng(0)
+    scene = make_scene(rng, kind="shapes", max_side=400)
+    prompts = {tasks.detect_every_kind(rng, scene, CODES.__getitem__).prompt for _ in range(40)}
+    assert len(prompts) == 6  # every order of the three names
