@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--py-spy", default=None, help="path of a py-spy binary: profile the server at 16 concurrent")
     parser.add_argument("--py-spy-out", default=None, help="keep py-spy's raw samples in this file")
     parser.add_argument("--summarize", default=None, help="only print the table of a file kept by --py-spy-out")
-    parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--serve-arg", action="append", default=[], help="extra vLLM argument (repeatable)")
     args = parser.parse_args()
     if args.summarize:

@@ -71,7 +71,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--eager",
         action=argparse.BooleanOptionalAction,
-        help="skip torch.compile: starts in about half the time (default: on CPU yes, on GPU no)",
+        default=False,
+        help="skip torch.compile: starts ~18 s sooner on CPU, serves ~15%% slower (default: compile)",
     )
     p.add_argument("--kv-cache-gib", type=int, help="CPU only: KV cache size in whole GiB (default 4, tiny model 1)")
     p.add_argument(

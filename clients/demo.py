@@ -254,7 +254,8 @@ def run_demo(
     """Serve, ask, print, draw, stop. Returns the process exit code."""
     from PIL import Image
 
-    options = ServeOptions(model=model or TINY_NAME, port=port or free_port())
+    # eager: a handful of requests, where torch.compile's ~18 s start would never pay off
+    options = ServeOptions(model=model or TINY_NAME, port=port or free_port(), eager=True)
     the_plan = serve.plan(options, device=device)
     scene = None
     if image is not None:

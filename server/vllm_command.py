@@ -44,7 +44,7 @@ class ServeOptions:
     data_parallel_size: int = 1
     distributed_executor_backend: Backend | None = None
     kv_cache_gib: int | None = None  # vLLM reads VLLM_CPU_KVCACHE_SPACE as whole GiB
-    eager: bool | None = None  # skip torch.compile; None: on CPU yes, on GPU no
+    eager: bool = False  # skip torch.compile: starts sooner, serves slower (short jobs and tests)
     api_key: str | None = None
     attention: Attention = "prefix"  # PaliGemma's own mask, or vLLM's plain causal one
     loras: tuple[LoraAdapter, ...] = ()  # `--lora NAME=DIR`: adapters served by name beside the base model
@@ -189,10 +189,10 @@ def build_command(
         argv += ["--distributed-executor-backend", options.distributed_executor_backend]
     attention_argv, env = attention_args(options.attention, hardware)
     argv += attention_argv
-    # On CPU, eager mode starts in ~25 s instead of ~45 s (torch.compile), and the serving
-    # benchmark shows no steady throughput difference between the two (docs/benchmarks.md).
-    eager = options.eager if options.eager is not None else hardware.device == "cpu"
-    if eager:
+    # Compiled on every device: on CPU two idle runs of benchmarks.serving put compiled at +14% and
+    # +18% requests/s at 16 concurrent and -8% single-request latency, for a start ~18 s slower
+    # (docs/benchmarks.md). Short jobs (the demo, the tests' servers) ask for eager.
+    if options.eager:
         argv.append("--enforce-eager")
     if hardware.device == "cpu":
         kv_gib = options.kv_cache_gib or (CPU_KV_CACHE_GIB_TINY if source.is_tiny else CPU_KV_CACHE_GIB)

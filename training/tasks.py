@@ -30,9 +30,6 @@ TASK_WEIGHTS: Final[dict[str, float]] = {
     "question": 0.03,
 }
 NUMBER_WORDS: Final = ("0", "1", "2", "3")
-# Share of the names in `detect` and `segment` prompts drawn from every name rather than from the
-# scene's objects (a name drawn so may still be present).
-ANY_NAME_SHARE: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,7 @@ class Example:
 
 
 CodesFor = Callable[[str], Sequence[int]]  # shape name -> its 16 mask codes
+Builder = Callable[[np.random.Generator, Scene, CodesFor], Example | None]  # one task's examples
 
 
 def reading_order(objects: Sequence[ShapeObject]) -> list[ShapeObject]:
@@ -67,14 +65,21 @@ def object_bins(scene: Scene, obj: ShapeObject) -> tuple[int, int, int, int]:
 
 
 def _names(rng: np.random.Generator, scene: Scene, most: int) -> tuple[str, ...]:
-    """1..most distinct object names, mostly of objects in the scene, sometimes of absent ones."""
+    """1..most distinct names of objects in the scene (of any shape where it holds none).
+
+    Never an absent name beside present objects: the model cannot tell a named shape's absence
+    before its first answer token, so such examples only taught it to hedge with `<eos>`, and a
+    one-name prompt whose shape was there answered nothing (docs/tiny-model.md, "Answers that
+    do not hedge"). Absence is taught where it can be seen: `detect_every_kind` leaves out the
+    kinds a scene lacks, and scenes without shapes answer nothing.
+    """
     count = int(rng.integers(1, most + 1))
     present = [o.shape if rng.random() < 0.5 else o.name for o in scene.objects]
     names: list[str] = []
     for _ in range(count * 4):
         if len(names) == count:
             break
-        if present and rng.random() >= ANY_NAME_SHARE:
+        if present:
             name = present[int(rng.integers(len(present)))]
         else:
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -223,7 +228,7 @@ BUILT_AS: Final[dict[str, str]] = {
     "detect_every_kind": "detect",
 }  # builder name -> the task of its examples
 
-_BUILDERS: Final[dict[str, Callable[[np.random.Generator, Scene, CodesFor], Example | None]]] = {
+_BUILDERS: Final[dict[str, Builder]] = {
     "detect": detect,
     "detect_one": detect_one,
     "detect_every_kind": detect_every_kind,

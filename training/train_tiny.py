@@ -17,7 +17,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
-from training import grounding, name_match, patch_targets, scenes, tasks, vae
+from training import grounding, patch_targets, scenes, tasks, vae
 from training.prefix_lm import model_inputs, pad_prefix_lm
 
 if TYPE_CHECKING:
@@ -87,14 +87,6 @@ class TrainSettings:
     # The first steps are detect and segment on scenes of one shape: the shortest path from the
     # pixels to a `<loc>` answer, learned before the task mix asks for anything else.
     first_steps_locating_one: int = 1000
-    # When those steps end, plant the name-to-shape match (training.name_match) in the grounding
-    # head, so that the several-shape steps form their answers around it (0: not planted).
-    main_plant_gap: float = 0.0
-    # Text positions' attention on the image in the first `blind_layers` text layers is penalized
-    # (weight `blind_weight`): there the prompt's last token cannot know the name yet, so a model
-    # that locates there locates whatever the name (docs/tiny-model.md). Off at 0.
-    blind_layers: int = 0
-    blind_weight: float = 1.0
     aux_weight: float = 1.0  # the per-patch auxiliary loss (training.aux_heads)
     # One attention head looks at the object the answer speaks of (training.grounding).
     grounding: grounding.GroundingSettings = field(default_factory=grounding.GroundingSettings)
@@ -104,7 +96,7 @@ class TrainSettings:
     # grounding loss (training.grounding). It is what makes a box's label follow its shape
     # (without it, labels no better than chance; docs/tiny-model.md, "Labels that follow the
     # shape"): the shipped checkpoint's AP50 0.639 against 0.116 before (docs/benchmarks.md).
-    binding_steps: int = 1500
+    binding_steps: int = 3000
     binding_share: float = 0.5  # of its batches; the rest keep the main mix
     binding_lr: float = 3e-4
     # The binding stage trains with PaliGemma's two-way prefix only, the mask `paligemma serve`
@@ -113,14 +105,6 @@ class TrainSettings:
     # The per-patch auxiliary loss in the binding stage: its heads are not saved, so they start
     # afresh there, and at full weight their first gradients undid the main stage's locating.
     binding_aux_weight: float = 0.0
-    # Before the binding stage the name-to-shape match can be planted in the supervised head
-    # (training.name_match): a patch of the kind named scores this much more (0: not planted,
-    # the default; planted, it bound the name and located worse, docs/tiny-model.md).
-    binding_plant_gap: float = 0.0
-    binding_plant_rows: int = 192  # examples the planted probes are fitted on
-    # What the binding stage trains: "all" the weights, or only the supervised head's layer's
-    # query and key projections ("attention", tried: located worse and bound no better).
-    binding_trains: str = "all"
 
 
 def shape_codes(vae_path: Path) -> dict[str, tuple[int, ...]]:
@@ -213,7 +197,7 @@ class Batcher:
         padded = pad_prefix_lm(rows, self.pad_id, causal)
         ground = grounding.grounding_targets(
             [
-                (item.scene, item.example.task, item.example.prompt, len(prefix), answer, item.example.subjects)
+                (item.scene, item.example.task, len(prefix), answer, item.example.subjects)
                 for item, (prefix, answer) in zip(items, rows, strict=True)
             ],
             padded["input_ids"].shape[1],
@@ -224,8 +208,6 @@ class Batcher:
             **padded,
             "ground_cells": ground.cells,
             "ground_used": ground.used,
-            "ground_kind": ground.kind,
-            "ground_color": ground.color,
             "pixel_values": torch.from_numpy(pixels),
             "patch_kind": torch.from_numpy(np.stack([d.kind for d in dense])),
             "patch_color": torch.from_numpy(np.stack([d.color for d in dense])),
@@ -375,18 +357,6 @@ def name_kls(log_probs: torch.Tensor) -> torch.Tensor:
     return torch.cat(pairs)
 
 
-def text_attention_on_image(
-    attentions: Sequence[torch.Tensor], batch: dict[str, torch.Tensor], image_tokens: int
-) -> torch.Tensor:
-    """Mean attention mass that text positions (prompt and answer) put on the image tokens, over
-    the given layers and their heads: (rows, heads, length, length) attention weights each."""
-    text = batch["attention_mask"].clone()
-    text[:, :image_tokens] = 0
-    weight = text[:, None, :].float()
-    masses = [(a[..., :image_tokens].sum(-1) * weight).sum() / (weight.sum() * a.shape[1]) for a in attentions]
-    return sum(masses[1:], masses[0]) / len(masses)
-
-
 def loc_sigma_at(step: int, settings: TrainSettings) -> float:
     """The soft `<loc>` target width at `step`: `loc_sigma_bins` narrowing to 0 (hard targets)."""
     end = settings.hard_loc_targets_from * settings.steps
@@ -429,7 +399,6 @@ class TrainLog:
     losses: list[float] = field(default_factory=list)
     aux_losses: list[float] = field(default_factory=list)
     grounding_losses: list[float] = field(default_factory=list)
-    blind_losses: list[float] = field(default_factory=list)
     location_error_bins: list[tuple[int, float]] = field(default_factory=list)
     name_dependence_nats: list[tuple[int, float]] = field(default_factory=list)
     minutes: float = 0.0
@@ -437,7 +406,7 @@ class TrainLog:
     @classmethod
     def read(cls, path: Path) -> TrainLog:
         kept = json.loads(path.read_text())
-        plain = ("losses", "aux_losses", "grounding_losses", "blind_losses", "minutes")
+        plain = ("losses", "aux_losses", "grounding_losses", "minutes")
         return cls(**{k: kept[k] for k in plain if k in kept},
                    location_error_bins=[tuple(p) for p in kept.get("location_error_bins", [])],
                    name_dependence_nats=[tuple(p) for p in kept.get("name_dependence_nats", [])])  # fmt: skip
@@ -455,10 +424,7 @@ class Stage:
     sigma_at: Callable[[int], float]  # the soft `<loc>` target width of a step
     causal_share: float = 0.0  # of rows trained with the fully causal mask
     aux_weight: float = 0.0  # of the per-patch auxiliary loss (training.aux_heads)
-    grounded: bool = False  # the grounding and prototype losses (training.grounding) on, where weighted
-    trains: tuple[str, ...] = ()  # only the model's parameters whose names contain one of these (all if empty)
-    blind_layers: int = 0  # text layers whose text-to-image attention is penalized (TrainSettings.blind_layers)
-    events: Mapping[int, Callable[[Any], None]] = field(default_factory=dict)  # step -> done to the model before it
+    grounded: bool = False  # the grounding loss (training.grounding) on, where weighted
 
 
 def _run_stage(
@@ -479,11 +445,9 @@ def _run_stage(
     arch = TRAINED_ARCHITECTURE
     ground = settings.grounding
     attending = stage.grounded and ground.weight > 0
-    blinding = stage.blind_layers > 0
-    aligning = stage.grounded and ground.prototype_weight > 0
-    # eager: the grounding loss and the early-look penalty read attention weights, which SDPA does not return
-    # (with token_type_ids both apply the same prefix mask: tests/training/test_prefix_lm.py)
-    model.config._attn_implementation = "eager" if attending or blinding else "sdpa"
+    # eager: the grounding loss reads attention weights, which SDPA does not return (with
+    # token_type_ids both apply the same prefix mask: tests/training/test_prefix_lm.py)
+    model.config._attn_implementation = "eager" if attending else "sdpa"
     model.train()
     loc_ids = loc_token_ids(batcher.tokenizer)
     heads = AuxiliaryHeads(arch.text_hidden)
@@ -494,14 +458,7 @@ def _run_stage(
 
     hooks = [model.model.multi_modal_projector.register_forward_hook(keep_projected)]
     extra = [("aux." + n, p) for n, p in heads.named_parameters()] if stage.aux_weight > 0 else []
-    if aligning:
-        prototypes = grounding.NamePrototypes(arch.head_dim, settings.seed + 4)
-        seen = grounding.HeadProbe(model.model.language_model.layers[ground.layer].self_attn, ground.head, arch)
-        hooks += seen.attach()
-        extra += [(f"prototypes.{i}", p) for i, p in enumerate(prototypes.parameters())]
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(not stage.trains or any(part in name for part in stage.trains))
-    named = [*((n, p) for n, p in model.named_parameters() if p.requires_grad), *extra]
+    named = [*model.named_parameters(), *extra]
     decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
@@ -516,12 +473,10 @@ def _run_stage(
     last = stage.first_step + stage.steps - 1
     progress = tqdm(range(stage.first_step, last + 1), desc=f"train-tiny ({stage.name})", unit="step")
     for step in progress:
-        if step in stage.events:
-            stage.events[step](model)
         for group in optimizer.param_groups:
             group["lr"] = stage.lr_at(step)
         batch = batcher.collate(stage.draw(step), causal=list(rng.random(settings.batch) < stage.causal_share))
-        outputs = model(**model_inputs(batch), output_attentions=attending or blinding)
+        outputs = model(**model_inputs(batch), output_attentions=attending)
         sigma = stage.sigma_at(step)
         loss = soft_target_loss(outputs.logits, batch["labels"], loc_ids, sigma)
         if attending:
@@ -530,17 +485,6 @@ def _run_stage(
             )
             loss = loss + ground.weight * looked
             log.grounding_losses.append(float(looked.item()))
-        if aligning:
-            queries, keys = seen.rotated()
-            aligned = prototypes.loss(
-                queries, keys, batch["ground_kind"], batch["ground_color"], batch["patch_kind"], batch["patch_color"],
-                arch.image_tokens,
-            )  # fmt: skip
-            loss = loss + ground.prototype_weight * aligned
-        if blinding:
-            looked_early = text_attention_on_image(outputs.attentions[: stage.blind_layers], batch, arch.image_tokens)
-            loss = loss + settings.blind_weight * looked_early
-            log.blind_losses.append(float(looked_early.item()))
         if stage.aux_weight > 0:
             loc_embeddings = model.get_input_embeddings().weight[loc_ids]
             aux = heads.loss(projected[0], batch, loc_embeddings, sigma)
@@ -620,30 +564,14 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
             task, most_objects = task_names[int(rng.choice(len(task_names), p=task_weights))], scenes.MAX_OBJECTS
         return [batcher.sample(rng, task, most_objects=most_objects) for _ in range(settings.batch)]
 
-    events: dict[int, Callable[[Any], None]] = {}
-    if settings.main_plant_gap > 0:
-        gap = settings.main_plant_gap
-        events[settings.first_steps_locating_one] = lambda m: plant_match(m, batcher, rng, settings, gap)
     main = Stage(
         "main", 0, settings.steps, lambda step: _lr_at(step, settings), draw,
         lambda step: loc_sigma_at(step, settings), causal_share=settings.causal_share, aux_weight=settings.aux_weight,
-        events=events, blind_layers=settings.blind_layers,
     )  # fmt: skip
     _run_stage(model, batcher, settings, main, out, TrainLog(), rng)
     if settings.binding_steps:
         bind_names(out, vae_path, settings)
     return out
-
-
-def plant_match(model: Any, batcher: Batcher, rng: np.random.Generator, settings: TrainSettings, gap: float) -> None:
-    """Plant the name-to-shape match (training.name_match) in the grounding head, fitted on
-    `binding_plant_rows` fresh `detect SHAPE` examples of two or three kinds of shape."""
-    asked = [batcher.sample(rng, "detect_one", least_kinds=2) for _ in range(settings.binding_plant_rows)]
-    layer, head = settings.grounding.layer, settings.grounding.head
-    planted = name_match.plant(model, batcher.collate(asked), TRAINED_ARCHITECTURE, layer, head, gap)
-    print(f"planted the name match in layer {layer} head {head}, dims {planted.dims}: held-out probe accuracy"
-          f" {planted.query_accuracy:.2f} (the name, at the prompt's end), {planted.key_accuracy:.2f}"
-          " (the kind of a shape's patch)", flush=True)  # fmt: skip
 
 
 def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
@@ -659,8 +587,6 @@ def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     rng = np.random.default_rng(settings.seed + 3)
     batcher = Batcher(build_tokenizer(), TRAINED_ARCHITECTURE, shape_codes(vae_path))
     model = PaliGemmaForConditionalGeneration.from_pretrained(out, attn_implementation="eager")
-    if settings.binding_plant_gap > 0:
-        plant_match(model, batcher, rng, settings, settings.binding_plant_gap)
     binding = list(tasks.BINDING_WEIGHTS)
     binding_p = np.array([tasks.BINDING_WEIGHTS[n] for n in binding]) / sum(tasks.BINDING_WEIGHTS.values())
     mix = list(tasks.TASK_WEIGHTS)
@@ -677,12 +603,9 @@ def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
         warm = min(1.0, (step - first + 1) / BINDING_WARMUP)
         return warm * settings.binding_lr * (1.0 - 0.9 * (step - first) / max(1, settings.binding_steps - 1))
 
-    layer = f"layers.{settings.grounding.layer}.self_attn."
-    trains = (layer + "q_proj", layer + "k_proj") if settings.binding_trains == "attention" else ()
     stage = Stage(
         "binding", first, settings.binding_steps, lr_at, draw, lambda step: 0.0,
         causal_share=settings.binding_causal_share, aux_weight=settings.binding_aux_weight, grounded=True,
-        trains=trains,
     )  # fmt: skip
     _run_stage(model, batcher, settings, stage, out, log, rng)
     return out

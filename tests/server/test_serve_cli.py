@@ -35,7 +35,8 @@ def test_dry_run_prints_the_command_and_starts_nothing(tiny_model_dir: Path) -> 
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
     assert line.startswith("PALIGEMMA_ATTENTION=prefix VLLM_CPU_KVCACHE_SPACE=1 VLLM_USE_V2_MODEL_RUNNER=0 ")
-    assert "--port 8123" in line and line.endswith("--enforce-eager --seed 7")
+    assert "--port 8123" in line and line.endswith("--disable-hybrid-kv-cache-manager --seed 7")
+    assert "--enforce-eager" not in line  # compiled by default
     assert "--no-enable-chunked-prefill" in line  # a prefix is attended two-way only when never split
 
 
@@ -95,7 +96,7 @@ def test_cached_hub_checkpoint_passes_the_check_without_network(hf_cache: dict[s
 @pytest.fixture
 def serving(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     port = free_port()
-    command = [*CLI, "serve", "--model", str(tiny_model_dir), "--port", str(port), "--quiet"]
+    command = [*CLI, "serve", "--model", str(tiny_model_dir), "--port", str(port), "--quiet", "--eager"]
     command += ["--log-file", str(tmp_path / "vllm.log")]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:

@@ -77,3 +77,21 @@ def test_detect_every_kind_prompts_vary_in_order() -> None:
     scene = make_scene(rng, kind="shapes", max_side=400)
     prompts = {tasks.detect_every_kind(rng, scene, CODES.__getitem__).prompt for _ in range(40)}
     assert len(prompts) == 6  # every order of the three names
+
+
+@pytest.mark.parametrize("builder", [tasks.detect, tasks.detect_one, tasks.segment])
+def test_named_prompts_name_only_what_the_scene_holds(builder: tasks.Builder) -> None:
+    """Where a scene holds shapes, every name asked is one of them, so the answer is never empty."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        scene = make_scene(rng, kind="shapes", max_side=300)
+        example = builder(rng, scene, CODES.__getitem__)
+        assert example is not None and example.answer and example.subjects, example
+
+
+def test_a_scene_without_shapes_is_asked_for_some_and_answers_nothing() -> None:
+    rng = np.random.default_rng(4)
+    blank = _scene()
+    for _ in range(50):
+        example = tasks.detect(rng, blank, CODES.__getitem__)
+        assert example.prompt.startswith("detect ") and example.answer == "" and example.subjects == ()

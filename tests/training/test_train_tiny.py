@@ -174,31 +174,3 @@ def test_loc_targets_narrow_to_hard_ones() -> None:
     widths = [loc_sigma_at(step, settings) for step in (0, 250, 499, 500, 999)]
     assert widths[0] == 3.0 and widths[1] == pytest.approx(1.5) and 0 < widths[2] < 0.01
     assert widths[3] == 0.0 and widths[4] == 0.0
-
-
-def test_text_attention_on_image_counts_only_text_rows_over_image_columns() -> None:
-    import torch
-
-    from training.train_tiny import text_attention_on_image
-
-    image, length = 2, 5  # two image tokens, then three text tokens (the last one padding)
-    batch = {"attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
-    looks = torch.zeros(1, 2, length, length)
-    looks[0, 0, :, 0] = 1.0  # head 0: every position on the first image token
-    looks[0, 1, :, 3] = 1.0  # head 1: every position on a text token
-    looks[0, 1, 2, 3], looks[0, 1, 2, 1] = 0.5, 0.5  # ... but the first text token half on the image
-    assert float(text_attention_on_image([looks], batch, image)) == pytest.approx((1.0 + 0.5 / 2) / 2)
-    assert float(text_attention_on_image([looks, torch.zeros_like(looks)], batch, image)) == pytest.approx(0.3125)
-
-
-def test_the_main_stage_can_plant_the_match_and_penalize_early_looks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    settings = TrainSettings(
-        steps=2, batch=4, warmup=1, save_every=2, first_steps_locating_one=1, main_plant_gap=12.0,
-        binding_plant_rows=16, blind_layers=1, binding_steps=0,
-    )  # fmt: skip
-    out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
-    log = json.loads((out / "train_log.json").read_text())
-    assert len(log["blind_losses"]) == 2 and all(0.0 <= share <= 1.0 for share in log["blind_losses"])
-    assert "planted the name match in layer 2 head 0" in capsys.readouterr().out
