@@ -99,10 +99,14 @@ def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     # Every pooled server but the trained one starts eager (~18 s sooner on CPU); the trained one
     # is served as `paligemma serve --model tiny` serves it, compiled.
     plans: dict[str, Prepare] = {
-        "tiny_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), vllm_args=AGENT_LLM_ARGS, eager=True),
+        "tiny_server": lambda pool: ServeOptions(
+            model=str(model_dir), port=pool.port(), vllm_args=AGENT_LLM_ARGS, eager=True
+        ),
         "trained_server": lambda pool: ServeOptions(model=TINY_NAME, port=pool.port()),
         "doomed_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), eager=True),
-        "causal_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), attention="causal", eager=True),
+        "causal_server": lambda pool: ServeOptions(
+            model=str(model_dir), port=pool.port(), attention="causal", eager=True
+        ),
         "windowed_server": lambda pool: ServeOptions(
             model=str(build_windowed_model(windowed_dir)), port=pool.port(), eager=True
         ),

@@ -67,7 +67,9 @@ def parallel_servers(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     with contextlib.ExitStack() as stack:
         started = {}
         for name, options in PARALLEL.items():
-            the_plan = serve.plan(ServeOptions(model=str(tiny_model_dir), port=free_port(), eager=True, **options), device="cpu")
+            the_plan = serve.plan(
+                ServeOptions(model=str(tiny_model_dir), port=free_port(), eager=True, **options), device="cpu"
+            )
             log_path = logs / f"vllm-{name}.log"
             server = stack.enter_context(serve.started(the_plan, echo=False, log_path=log_path))
             started[name] = Started(the_plan, server, log_path)
