@@ -22,13 +22,12 @@ from training.scenes import Scene, ShapeObject, make_scene, object_mask
 
 pytestmark = pytest.mark.vllm
 
-# Run every time, reported as xfailed/xpassed: the shipped checkpoint labels boxes by their shape
-# now, but its boxes are not yet tight enough for IoU 0.7 on every shape, it answers some one-name
-# prompts with nothing, and it does not read (docs/benchmarks.md, "Tiny trained model accuracy";
-# issue 9 stays open). Remove this mark from a test when a checkpoint that passes it lands: these
-# tests are the bar it must clear.
+# Run every time, reported as xfailed/xpassed: the shipped checkpoint finds and labels most shapes,
+# but in scenes of several it still skips or misplaces some boxes (AP50 0.695), and it does not
+# read (docs/benchmarks.md, "Tiny trained model accuracy"; issue 9 stays open). Remove this mark
+# from a test when a checkpoint that passes it lands: these tests are the bar it must clear.
 NOT_YET = pytest.mark.xfail(
-    reason="the shipped tiny checkpoint's boxes are not tight enough yet and it does not read (docs/benchmarks.md)",
+    reason="the shipped tiny checkpoint still misses some boxes among several shapes and does not read",
     strict=False,
 )
 
@@ -76,12 +75,11 @@ def test_red_circle_in_an_exif_rotated_jpeg_comes_back_where_a_viewer_sees_it(cl
     assert best_iou(found, truth, "red circle") >= BOX_IOU_MIN, found.raw_text
 
 
-@NOT_YET
 @pytest.mark.parametrize(
     ("size", "seed"),
     [
-        pytest.param((4000, 3000), 200, id="4000x3000-downscaled-by-the-tools"),
-        pytest.param((120, 200), 300, id="120x200-portrait"),
+        pytest.param((4000, 3000), 200, id="4000x3000-downscaled-by-the-tools", marks=NOT_YET),
+        pytest.param((120, 200), 300, id="120x200-portrait", marks=NOT_YET),
         pytest.param((640, 480), 400, id="640x480"),
     ],
 )
@@ -125,7 +123,6 @@ def test_read_text_reads_the_word(client: tools.PaliGemmaClient) -> None:
     assert tools.read_text(scene.image, client=client).text == scene.word.text
 
 
-@NOT_YET
 def test_answers_a_count(client: tools.PaliGemmaClient) -> None:
     scene = scene_with((600, 600), first_seed=800)
     for shape in ("circle", "square", "triangle"):
