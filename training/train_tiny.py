@@ -95,7 +95,8 @@ class TrainSettings:
     # shape whose answers depend on which shape is where (tasks.BINDING_WEIGHTS), with the
     # grounding loss (training.grounding). It is what makes a box's label follow its shape
     # (without it, labels no better than chance; docs/tiny-model.md, "Labels that follow the
-    # shape"): the shipped checkpoint's AP50 0.639 against 0.116 before (docs/benchmarks.md).
+    # shape"). 3000 steps: the location error kept falling to the end of 1500 (docs/tiny-model.md,
+    # "Answers that do not hedge"; the shipped checkpoint's AP50 0.695, matched IoU 0.828).
     binding_steps: int = 3000
     binding_share: float = 0.5  # of its batches; the rest keep the main mix
     binding_lr: float = 3e-4
