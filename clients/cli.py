@@ -185,12 +185,20 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--binding-steps",
         type=int,
-        help=f"steps of the binding stage after it (default {defaults.binding_steps}; 0: none)",
+        help=f"steps of the binding stage after it (default {defaults.binding_steps}; 0: no binding stages)",
+    )
+    p.add_argument(
+        "--last-binding-steps",
+        type=int,
+        help=(
+            "steps of the last binding stage, mostly scenes of several shapes"
+            f" (default {defaults.last_binding_steps}; 0: none)"
+        ),
     )
     p.add_argument(
         "--binding-stage-only",
         action="store_true",
-        help="run only the binding stage, continuing the main stage's checkpoint already in --out",
+        help="run only the binding stages, continuing the main stage's checkpoint already in --out",
     )
     p.set_defaults(handler=_train_tiny)
 
@@ -198,7 +206,7 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
     import dataclasses
 
-    from training.train_tiny import TrainSettings, bind_names, train
+    from training.train_tiny import TrainSettings, bind_all, train
     from training.vae import train_vae
 
     vae_path: Path = args.vae_out or args.out / "vae.npz"
@@ -207,6 +215,8 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
         settings = dataclasses.replace(settings, steps=args.steps)
     if args.binding_steps is not None:
         settings = dataclasses.replace(settings, binding_steps=args.binding_steps)
+    if args.last_binding_steps is not None:
+        settings = dataclasses.replace(settings, last_binding_steps=args.last_binding_steps)
     if args.binding_stage_only:
         if settings.binding_steps < 1:
             print("--binding-stage-only needs binding steps: --binding-steps N (N >= 1).", file=sys.stderr)
@@ -218,8 +228,8 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
-        out = bind_names(args.out, vae_path, settings)
-        print(f"Binding stage done in {out} (loss curve: {out / 'loss_curve.png'}).")
+        out = bind_all(args.out, vae_path, settings)
+        print(f"Binding stages done in {out} (loss curve: {out / 'loss_curve.png'}).")
         return 0
     if not args.reuse_vae:
         print(f"Training the VQ-VAE into {vae_path} ...", flush=True)

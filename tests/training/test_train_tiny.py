@@ -73,12 +73,14 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
     assert (out / "README.md").read_text().startswith("# Tiny trained PaliGemma 2")
 
 
-def test_the_binding_stage_continues_the_main_stage_and_its_log(tmp_path: Path) -> None:
-    settings = TrainSettings(steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2)
+def test_the_binding_stages_continue_the_main_stage_and_its_log(tmp_path: Path) -> None:
+    settings = TrainSettings(
+        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1
+    )
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
-    assert log["steps_done"] == 4 and len(log["losses"]) == 4 and len(log["grounding_losses"]) == 2
-    assert [step for step, _ in log["name_dependence_nats"]] == [0, 1, 2, 3]
+    assert log["steps_done"] == 5 and len(log["losses"]) == 5 and len(log["grounding_losses"]) == 3
+    assert [step for step, _ in log["name_dependence_nats"]] == [0, 1, 2, 3, 4]
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
 
 
