@@ -96,7 +96,7 @@ class TrainSettings:
     # grounding loss (training.grounding). It is what makes a box's label follow its shape
     # (without it, labels no better than chance; docs/tiny-model.md, "Labels that follow the
     # shape"). 3000 steps: the location error kept falling to the end of 1500 (docs/tiny-model.md,
-    # "Answers that do not hedge"; the shipped checkpoint's AP50 0.695, matched IoU 0.828).
+    # "Answers that do not hedge").
     binding_steps: int = 3000
     binding_share: float = 0.5  # of its batches; the rest keep the main mix
     # Then the binding stage once more (a fresh optimizer and warm-up again), with most batches
