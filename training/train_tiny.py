@@ -546,7 +546,7 @@ def _save(model: Any, batcher: Batcher, settings: TrainSettings, out: Path, log:
 
 def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | None = None) -> Path:
     """Train from scratch and write the checkpoint (and loss_curve.png, train_log.json) into `out`:
-    the main stage, then the binding stage (`bind_names`) from the checkpoint it wrote."""
+    the main stage, then the binding stages (`bind_all`) from the checkpoint it wrote."""
     import torch
     from transformers import PaliGemmaForConditionalGeneration
 
