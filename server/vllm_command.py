@@ -189,9 +189,9 @@ def build_command(
         argv += ["--distributed-executor-backend", options.distributed_executor_backend]
     attention_argv, env = attention_args(options.attention, hardware)
     argv += attention_argv
-    # Compiled on every device: on CPU two idle runs of benchmarks.serving put compiled at +14% and
-    # +18% requests/s at 16 concurrent and -8% single-request latency, for a start ~18 s slower
-    # (docs/benchmarks.md). Short jobs (the demo, the tests' servers) ask for eager.
+    # Compiled on every device: on CPU three idle runs of benchmarks.serving put compiled at +8% to
+    # +18% requests/s at 16 concurrent and 8-21% lower single-request latency, for a start 10-19 s
+    # slower (docs/benchmarks.md). Short jobs (the demo, most of the tests' servers) ask for eager.
     if options.eager:
         argv.append("--enforce-eager")
     if hardware.device == "cpu":
