@@ -23,7 +23,7 @@ from training.scenes import Scene, ShapeObject, make_scene, object_mask
 pytestmark = pytest.mark.vllm
 
 # Run every time, reported as xfailed/xpassed: the shipped checkpoint still boxes some shapes twice
-# (AP50 0.889) and does not read (docs/benchmarks.md, "Tiny trained model accuracy"; issue 9 stays
+# (AP50 0.926) and does not read (docs/benchmarks.md, "Tiny trained model accuracy"; issue 9 stays
 # open). Remove this mark from a test when a checkpoint that passes it lands: these tests are the
 # bar it must clear.
 NOT_YET = pytest.mark.xfail(
