@@ -15,12 +15,15 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic.fields import FieldInfo
 
 from clients.finetune_cli import add_finetune
 from tools import TASKS, Detections, PaliGemmaError, Segments, Task
+
+if TYPE_CHECKING:
+    from training.train_tiny import TrainSettings
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 
@@ -200,13 +203,26 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="run only the binding stages, continuing the main stage's checkpoint already in --out",
     )
+    p.add_argument(
+        "--letter-steps",
+        type=int,
+        help=f"steps of the vision tower's letter stage (default {defaults.letter_steps}; 0: none)",
+    )
+    p.add_argument(
+        "--reading-steps", type=int, help=f"steps of the reading stage (default {defaults.reading_steps}; 0: none)"
+    )
+    p.add_argument(
+        "--reading-stage-only",
+        action="store_true",
+        help="run only the reading stages, continuing the binding stages' checkpoint already in --out",
+    )
     p.set_defaults(handler=_train_tiny)
 
 
 def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
     import dataclasses
 
-    from training.train_tiny import TrainSettings, bind_all, train
+    from training.train_tiny import TrainSettings, train
     from training.vae import train_vae
 
     vae_path: Path = args.vae_out or args.out / "vae.npz"
@@ -217,20 +233,13 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
         settings = dataclasses.replace(settings, binding_steps=args.binding_steps)
     if args.last_binding_steps is not None:
         settings = dataclasses.replace(settings, last_binding_steps=args.last_binding_steps)
-    if args.binding_stage_only:
-        if settings.binding_steps < 1:
-            print("--binding-stage-only needs binding steps: --binding-steps N (N >= 1).", file=sys.stderr)
-            return 2
-        if not (args.out / "train_log.json").is_file() or not vae_path.is_file():
-            print(
-                f"--binding-stage-only continues a main stage: {args.out} needs its checkpoint and train_log.json,"
-                f" and {vae_path} the VQ-VAE it was trained with.",
-                file=sys.stderr,
-            )
-            return 2
-        out = bind_all(args.out, vae_path, settings)
-        print(f"Binding stages done in {out} (loss curve: {out / 'loss_curve.png'}).")
-        return 0
+    if args.letter_steps is not None:
+        settings = dataclasses.replace(settings, letter_steps=args.letter_steps)
+    if args.reading_steps is not None:
+        settings = dataclasses.replace(settings, reading_steps=args.reading_steps)
+    continued = _continued_stages(args, settings, vae_path)
+    if continued is not None:
+        return continued
     if not args.reuse_vae:
         print(f"Training the VQ-VAE into {vae_path} ...", flush=True)
         metrics = train_vae(vae_path, seed=args.seed)
@@ -240,6 +249,38 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
         return 2
     out = train(args.out, vae_path, settings)
     print(f"Trained tiny PaliGemma 2 in {out} (loss curve: {out / 'loss_curve.png'}).")
+    return 0
+
+
+def _continued_stages(args: argparse.Namespace, settings: TrainSettings, vae_path: Path) -> int | None:
+    """--binding-stage-only / --reading-stage-only: the exit code, after continuing the checkpoint
+    in --out; None when neither is asked for."""
+    from training.train_tiny import bind_all, read_words
+
+    if not (args.binding_stage_only or args.reading_stage_only):
+        return None
+    flag, earlier = (
+        ("--binding-stage-only", "the main stage")
+        if args.binding_stage_only
+        else ("--reading-stage-only", "the binding stages")
+    )
+    if args.binding_stage_only and settings.binding_steps < 1:
+        print("--binding-stage-only needs binding steps: --binding-steps N (N >= 1).", file=sys.stderr)
+        return 2
+    if not (args.out / "train_log.json").is_file() or not vae_path.is_file():
+        print(
+            f"{flag} continues {earlier}: {args.out} needs its checkpoint and train_log.json,"
+            f" and {vae_path} the VQ-VAE it was trained with.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.binding_stage_only:
+        out = bind_all(args.out, vae_path, settings)
+        if args.reading_stage_only:
+            read_words(out, vae_path, settings)
+    else:
+        out = read_words(args.out, vae_path, settings)
+    print(f"Continued stages done in {out} (loss curve: {out / 'loss_curve.png'}).")
     return 0
 
 

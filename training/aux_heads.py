@@ -39,6 +39,14 @@ class AuxiliaryHeads(nn.Module):
         self.box = nn.Linear(hidden, 4 * hidden)
         self.box_logit_scale = nn.Parameter(torch.tensor(8.0))  # sharp bins from the start
 
+    def letter_loss(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The letter head's loss alone (0 in a batch without a word)."""
+        flat = features.reshape(-1, features.shape[-1])
+        letters = batch["patch_letter"].reshape(-1)
+        if not bool((letters != IGNORE).any()):
+            return flat.new_zeros(())
+        return functional.cross_entropy(self.letter(flat), letters, ignore_index=IGNORE)
+
     def loss(
         self,
         features: torch.Tensor,
@@ -50,10 +58,7 @@ class AuxiliaryHeads(nn.Module):
         flat = features.reshape(-1, features.shape[-1])
         kind = functional.cross_entropy(self.kind(flat), batch["patch_kind"].reshape(-1))
         color = functional.cross_entropy(self.color(flat), batch["patch_color"].reshape(-1))
-        letters = batch["patch_letter"].reshape(-1)
-        total = kind + color
-        if bool((letters != IGNORE).any()):
-            total = total + functional.cross_entropy(self.letter(flat), letters, ignore_index=IGNORE)
+        total = kind + color + self.letter_loss(features, batch)
         boxes = batch["patch_box_bins"].reshape(-1, 4)
         on_shape = boxes[:, 0] != IGNORE
         if bool(on_shape.any()):

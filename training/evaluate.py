@@ -3,7 +3,8 @@
 Two ways to get the answers, scored alike: the served endpoint through the typed tools
 (`served_results`), and transformers in-process with the prefix-LM mask or the causal one
 (`transformers_results`). The metrics (`score`): detection AP50 (pycocotools) and the mean
-IoU of matched boxes, mask mIoU, OCR exact-word rate, counting and colour VQA exact rates,
+IoU of matched boxes, mask mIoU, OCR exact-word rate (and the share of the words' letters read
+at their place), counting and colour VQA exact rates,
 and caption exact rate.
 """
 
@@ -254,6 +255,7 @@ def score(
     box_ious: list[float] = []
     mask_ious: list[float] = []
     exact: dict[str, list[bool]] = {"ocr": [], "count": [], "color": [], "caption": []}
+    letters_right: list[bool] = []  # per letter of each word: the answer has it at its place
     for request, result in zip(requests, results, strict=True):
         scene = held_out[request.scene]
         if request.task == "detect" and isinstance(result, Detections):
@@ -267,7 +269,9 @@ def score(
                     ious = [mask_iou(truth_mask, s.mask) for s in result.objects if s.mask is not None]
                     mask_ious.append(max(ious, default=0.0))
         elif isinstance(result, TextResult):
-            exact["ocr"].append(result.text.strip() == request.expected)
+            read = result.text.strip()
+            exact["ocr"].append(read == request.expected)
+            letters_right += [i < len(read) and read[i] == letter for i, letter in enumerate(request.expected)]
         elif isinstance(result, AnswerResult):
             exact[request.task].append(result.answer.strip() == request.expected)
         elif isinstance(result, CaptionResult):
@@ -277,6 +281,7 @@ def score(
         "matched box IoU": float(np.mean(box_ious)) if box_ious else 0.0,
         "mask mIoU": float(np.mean(mask_ious)) if mask_ious else 0.0,
         "OCR exact": float(np.mean(exact["ocr"])) if exact["ocr"] else 0.0,
+        "OCR letters at their place": float(np.mean(letters_right)) if letters_right else 0.0,
         "VQA count exact": float(np.mean(exact["count"])) if exact["count"] else 0.0,
         "VQA colour exact": float(np.mean(exact["color"])) if exact["color"] else 0.0,
         "VQA exact": float(np.mean(exact["count"] + exact["color"])) if exact["count"] + exact["color"] else 0.0,

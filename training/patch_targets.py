@@ -39,7 +39,7 @@ def coverage(mask: np.ndarray, grid: int) -> np.ndarray:
     return np.asarray(image.resize((grid, grid), Image.Resampling.BOX), dtype=np.float32).reshape(-1) / 255.0
 
 
-def _letter_edges(text: str, left: int, right: int) -> np.ndarray:
+def letter_edges(text: str, left: int, right: int) -> np.ndarray:
     """x of each letter's right edge across the word's box, in proportion to the font's advances."""
     font = bundled_font(100)
     advances = np.array([font.getlength(text[: i + 1]) for i in range(len(text))], dtype=np.float64)
@@ -68,7 +68,7 @@ def patch_targets(scene: Scene, grid: int) -> PatchTargets:
         won = coverage(mask, grid) >= best
         kind[won] = KINDS.index("word")
         centres_x = (np.arange(cells) % grid + 0.5) * scene.width / grid
-        index = np.searchsorted(_letter_edges(scene.word.text, x0, x1), centres_x)
+        index = np.searchsorted(letter_edges(scene.word.text, x0, x1), centres_x)
         index = np.clip(index, 0, len(scene.word.text) - 1)
         letters = np.array([ord(scene.word.text[i]) - ord("A") for i in index], dtype=np.int64)
         letter[won] = letters[won]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from server.tiny_model import build_tokenizer
 from training import tasks
-from training.grounding import GroundingSettings, answer_subjects, grounding_loss, grounding_targets, object_cells
+from training.grounding import (
+    GroundingSettings,
+    answer_subjects,
+    grounding_loss,
+    grounding_targets,
+    letter_cells,
+    object_cells,
+)
 from training.prefix_lm import IGNORED_LABEL
-from training.scenes import Scene, ShapeObject, make_scene
+from training.scenes import Scene, ShapeObject, Word, make_scene
 from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, Item
 
 LOC = range(1000, 2024)
@@ -115,3 +124,54 @@ def test_the_positions_of_a_box_look_at_its_object() -> None:
     targets = grounding_targets([(square, "detect", 3, [L, L, L, L, 1], (0,))], 8, 10, LOC)
     assert targets.used[0].tolist() == [False, False, True, True, True, True, True, False]  # four <loc>, <eos>
     assert targets.cells[0, 2].reshape(10, 10)[0, 0] == 1.0 and targets.cells[0, 2].sum() < 100
+
+
+def _word_scene(text: str, box: tuple[int, int, int, int], size: tuple[int, int] = (200, 200)) -> Scene:
+    return Scene(image=Image.new("RGB", size, (250, 250, 250)), objects=(), word=Word(text, box))
+
+
+def test_each_letter_covers_its_own_cells_left_to_right() -> None:
+    cells = letter_cells(_word_scene("WIDE", (0, 80, 200, 120)), grid=10).reshape(4, 10, 10)
+    assert cells.shape[0] == 4 and not cells[:, :4].any() and not cells[:, 6:].any()  # rows 4 and 5 only
+    columns = [np.nonzero(c.any(axis=0))[0] for c in cells]
+    assert columns[0][0] == 0 and columns[-1][-1] == 9  # W at the left edge, E at the right
+    assert all(a[0] <= b[0] and a[-1] <= b[-1] for a, b in itertools.pairwise(columns))
+    assert len(columns[1]) < len(columns[0])  # the font's I is narrower than its W
+    tiny = letter_cells(_word_scene("ABC", (100, 100, 106, 104)), grid=10)
+    assert (tiny.sum(axis=1) == 1).all()  # too small for 15 % of a cell: its largest cell
+    assert letter_cells(_scene(ShapeObject("square", "red", (0, 0, 50, 50))), grid=10).shape == (0, 100)
+
+
+def test_an_ocr_answer_looks_at_each_letter_as_it_spells_it() -> None:
+    tokenizer = build_tokenizer()
+    batcher = Batcher(tokenizer, TRAINED_ARCHITECTURE, CODES)
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        scene = make_scene(rng, kind="word", max_side=400)
+        example = tasks.ocr(rng, scene, CODES.__getitem__)
+        batch = batcher.collate([Item(example, scene.image, scene)])
+        assert scene.word is not None
+        first = len(batcher.prefix_ids(example.prompt)) - 1  # `\n` predicts the first letter
+        spelled = list(range(first, first + len(scene.word.text)))
+        assert batch["ground_reading"][0].nonzero()[:, 0].tolist() == spelled
+        assert batch["ground_used"][0].nonzero()[:, 0].tolist() == spelled  # not the `<eos>` after
+        letters = letter_cells(scene, 10)
+        for j, p in enumerate(spelled):
+            assert int(batch["labels"][0, p + 1]) == tokenizer.convert_tokens_to_ids(scene.word.text[j])
+            assert batch["ground_cells"][0, p].numpy().astype(bool).tolist() == letters[j].tolist()
+
+
+def test_reading_positions_are_scored_on_the_reading_head() -> None:
+    import torch
+
+    square = _scene(ShapeObject("square", "red", (0, 0, 50, 50)))
+    targets = grounding_targets([(square, "count", 3, [50, 1], (0,))], 5, 10, LOC)
+    on_target = targets.cells[0, 2] / targets.cells[0, 2].sum()
+    off_target = (1 - targets.cells[0, 2]) / (1 - targets.cells[0, 2]).sum()
+    looks = torch.zeros(1, 2, 5, 103)
+    looks[0, 0, 2, :100], looks[0, 1, 2, :100] = off_target, on_target  # head 0 looks away, head 1 at it
+    settings = GroundingSettings(layer=0, head=0, reading_head=1)
+    reading = torch.zeros(1, 5, dtype=torch.bool)
+    assert float(grounding_loss([looks], targets.cells, targets.used, 100, settings, reading)) > 9
+    reading[0, 2] = True
+    assert float(grounding_loss([looks], targets.cells, targets.used, 100, settings, reading)) < 1e-3

@@ -62,7 +62,7 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
     out = train(
         tmp_path / "tiny",
         TINY_SHAPES_VAE_PATH,
-        TrainSettings(steps=3, batch=4, warmup=1, save_every=3, binding_steps=0),
+        TrainSettings(steps=3, batch=4, warmup=1, save_every=3, binding_steps=0, letter_steps=0, reading_steps=0),
     )
     log = json.loads((out / "train_log.json").read_text())
     assert log["steps_done"] == 3 and len(log["losses"]) == 3 and all(np.isfinite(log["losses"]))
@@ -73,15 +73,19 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
     assert (out / "README.md").read_text().startswith("# Tiny trained PaliGemma 2")
 
 
-def test_the_binding_stages_continue_the_main_stage_and_its_log(tmp_path: Path) -> None:
+def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_path: Path) -> None:
     settings = TrainSettings(
-        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1
-    )
+        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
+        letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1,
+    )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
-    assert log["steps_done"] == 5 and len(log["losses"]) == 5 and len(log["grounding_losses"]) == 3
-    assert [step for step, _ in log["name_dependence_nats"]] == [0, 1, 2, 3, 4]
+    assert log["steps_done"] == 7 and len(log["losses"]) == 7 and len(log["grounding_losses"]) == 5
+    assert [step for step, _ in log["name_dependence_nats"]] == [0, 1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
+    assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
+    assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
+    assert len(log["aux_losses"]) == 4  # the main stage's two, then the reading and settling stages' letter loss
 
 
 def test_soft_targets_equal_cross_entropy_without_spread() -> None:

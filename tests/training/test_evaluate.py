@@ -1,0 +1,31 @@
+"""The accuracy figures of the tiny-model benchmark, on answers whose right share is known."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from tools import prompts
+from tools.models import TextResult
+from training import evaluate
+from training.scenes import Scene, Word
+
+
+@pytest.mark.parametrize(
+    ("expected", "read", "exact", "letters"),
+    [
+        (["ABC", "WORD"], ["ABC", "WORD"], 1.0, 1.0),
+        (["ABC", "WORD"], ["ABX", "WORDS"], 0.0, 6 / 7),  # a wrong letter; a letter too many
+        (["ABCD"], ["BCD"], 0.0, 0.0),  # a skipped first letter: none at its place
+        (["ABCD"], [""], 0.0, 0.0),
+    ],
+)
+def test_ocr_is_scored_by_word_and_by_letter_at_its_place(
+    expected: list[str], read: list[str], exact: float, letters: float
+) -> None:
+    held_out = [Scene(Image.new("RGB", (100, 50), (240, 240, 240)), (), Word(w, (10, 10, 90, 30))) for w in expected]
+    requests = [evaluate.Request(i, "ocr", prompts.ocr(), expected=w) for i, w in enumerate(expected)]
+    results = [TextResult(image_width=100, image_height=50, prompt="ocr", model="m", raw_text=r, text=r) for r in read]
+    figures = evaluate.score(held_out, requests, results)
+    assert figures["OCR exact"] == pytest.approx(exact)
+    assert figures["OCR letters at their place"] == pytest.approx(letters)
