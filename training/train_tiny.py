@@ -577,7 +577,8 @@ def _save(model: Any, batcher: Batcher, settings: TrainSettings, out: Path, log:
     save_checkpoint(model, build_processor(batcher.tokenizer, arch), out, readme)
     model.train()
     title = f"train-tiny: {steps_done} steps, {log.minutes:.0f} min"
-    save_loss_curve(log.losses, out / "loss_curve.png", title)
+    if log.losses:  # none yet when the letters stage comes first
+        save_loss_curve(log.losses, out / "loss_curve.png", title)
     kept = {"settings": asdict(settings), "steps_done": steps_done, **asdict(log)}
     (out / "train_log.json").write_text(json.dumps(kept))
 

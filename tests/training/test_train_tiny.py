@@ -180,3 +180,15 @@ def test_loc_targets_narrow_to_hard_ones() -> None:
     widths = [loc_sigma_at(step, settings) for step in (0, 250, 499, 500, 999)]
     assert widths[0] == 3.0 and widths[1] == pytest.approx(1.5) and 0 < widths[2] < 0.01
     assert widths[3] == 0.0 and widths[4] == 0.0
+
+
+@pytest.mark.parametrize("flag", ["--binding-stage-only", "--reading-stage-only"])
+def test_continuing_without_a_checkpoint_says_what_is_missing(
+    tmp_path: Path, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clients.cli import main
+
+    out = tmp_path / "nothing-here"
+    assert main(["train-tiny", "--out", str(out), "--vae-out", str(TINY_SHAPES_VAE_PATH), flag]) == 2
+    message = capsys.readouterr().err
+    assert flag in message and "train_log.json" in message and str(out) in message
