@@ -433,7 +433,7 @@ class TrainLog:
     grounding_losses: list[float] = field(default_factory=list)
     location_error_bins: list[tuple[int, float]] = field(default_factory=list)
     name_dependence_nats: list[tuple[int, float]] = field(default_factory=list)
-    letter_losses: list[float] = field(default_factory=list)  # the vision tower's letter stage
+    letter_losses: list[float] = field(default_factory=list)  # the letters stage's (letter head + anchor)
     letter_accuracy: list[tuple[int, float]] = field(default_factory=list)  # held out, by its step
     minutes: float = 0.0
 
@@ -556,12 +556,12 @@ def _run_stage(
             )
         if (step + 1) % settings.save_every == 0 or step == last:
             log.minutes = (time.monotonic() - started) / 60
-            _save(model, batcher, settings, out, log, step + 1)
+            _save(model, batcher.tokenizer, settings, out, log, step + 1)
     for hook in hooks:
         hook.remove()
 
 
-def _save(model: Any, batcher: Batcher, settings: TrainSettings, out: Path, log: TrainLog, steps_done: int) -> None:
+def _save(model: Any, tokenizer: Any, settings: TrainSettings, out: Path, log: TrainLog, steps_done: int) -> None:
     arch = TRAINED_ARCHITECTURE
     readme = README.format(
         parameters=sum(p.numel() for p in model.parameters()),
@@ -574,7 +574,7 @@ def _save(model: Any, batcher: Batcher, settings: TrainSettings, out: Path, log:
         minutes=log.minutes,
     )
     model.eval()
-    save_checkpoint(model, build_processor(batcher.tokenizer, arch), out, readme)
+    save_checkpoint(model, build_processor(tokenizer, arch), out, readme)
     model.train()
     title = f"train-tiny: {steps_done} steps, {log.minutes:.0f} min"
     if log.losses:  # none yet when the letters stage comes first
@@ -799,5 +799,5 @@ def see_letters(out: Path, settings: TrainSettings, heads: AuxiliaryHeads) -> Pa
                 f"letters step {step}: loss {np.mean(log.letter_losses[-50:]):.3f}, held-out accuracy {accuracy:.3f}"
             )
     log.minutes = (time.monotonic() - started) / 60
-    _save(model, Batcher(build_tokenizer(), arch, {}), settings, out, log, len(log.losses))
+    _save(model, build_tokenizer(), settings, out, log, len(log.losses))
     return out
