@@ -209,6 +209,14 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"steps of the vision tower's letter stage (default {defaults.letter_steps}; 0: none)",
     )
     p.add_argument(
+        "--first-letter-steps",
+        type=int,
+        help=(
+            "steps of a letter stage before the main stage, on the fresh vision tower"
+            f" (default {defaults.first_letter_steps}; 0: none)"
+        ),
+    )
+    p.add_argument(
         "--reading-steps", type=int, help=f"steps of the reading stage (default {defaults.reading_steps}; 0: none)"
     )
     p.add_argument(
@@ -235,6 +243,8 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
         settings = dataclasses.replace(settings, last_binding_steps=args.last_binding_steps)
     if args.letter_steps is not None:
         settings = dataclasses.replace(settings, letter_steps=args.letter_steps)
+    if args.first_letter_steps is not None:
+        settings = dataclasses.replace(settings, first_letter_steps=args.first_letter_steps)
     if args.reading_steps is not None:
         settings = dataclasses.replace(settings, reading_steps=args.reading_steps)
     continued = _continued_stages(args, settings, vae_path)

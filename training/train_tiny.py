@@ -122,6 +122,10 @@ class TrainSettings:
     # keep their place. 1500 + 1500 (+ 1500 settling) on the shipped checkpoint: OCR exact 0 ->
     # 0.077, detection AP50 0.934 -> 0.879 (150 held-out scenes): it costs the box goal, so not on.
     letter_steps: int = 0
+    # The letters stage before the main stage instead, on the fresh vision tower (no anchor: there
+    # is nothing yet to keep), its letter head going on in the main stage's auxiliary loss, as
+    # PaliGemma's vision encoder is pretrained before the whole model (0: none, as shipped).
+    first_letter_steps: int = 0
     letter_batch: int = 32
     letter_lr: float = 1e-3
     # Weight of the letter stage's anchor: the image tokens off the word stay as they were (their
@@ -589,6 +593,8 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
     import torch
     from transformers import PaliGemmaForConditionalGeneration
 
+    from training.aux_heads import AuxiliaryHeads
+
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(settings.seed)
@@ -613,9 +619,13 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
         "main", 0, settings.steps, lambda step: _lr_at(step, settings), draw,
         lambda step: loc_sigma_at(step, settings), causal_share=settings.causal_share, aux_weight=settings.aux_weight,
     )  # fmt: skip
-    _run_stage(model, batcher, settings, main, out, TrainLog(), rng)
+    log, heads = TrainLog(), None
+    if settings.first_letter_steps:
+        heads = AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden)
+        learn_letters(model, settings, heads, log, steps=settings.first_letter_steps, anchor_weight=0.0)
+    _run_stage(model, batcher, settings, main, out, log, rng, heads)
     bind_all(out, vae_path, settings)
-    return read_words(out, vae_path, settings)
+    return read_words(out, vae_path, settings, heads)
 
 
 def bind_all(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
@@ -639,14 +649,15 @@ def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     return _continue(out, vae_path, settings, stage, seed=settings.seed + 3)
 
 
-def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
+def read_words(out: Path, vae_path: Path, settings: TrainSettings, heads: AuxiliaryHeads | None = None) -> Path:
     """The reading stages on the checkpoint in `out`: the vision tower learns the letters
     (`see_letters`), then `reading_share` of the batches ask `ocr` while one head looks at each
     letter as the answer spells it (training.grounding), `reading_binding_share` are binding
-    batches and the rest the main mix, with the letter head's loss on."""
+    batches and the rest the main mix, with the letter head's loss on. `heads`: those of a letters
+    stage before the main one, whose letter head goes on here."""
     from training.aux_heads import AuxiliaryHeads
 
-    heads = AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden)  # its letter head goes on from one stage to the next
+    heads = heads or AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden)  # its letter head goes on, stage to stage
     if settings.letter_steps:
         see_letters(out, settings, heads)
     if settings.reading_steps:
@@ -728,19 +739,30 @@ def _continue(
 
 
 def see_letters(out: Path, settings: TrainSettings, heads: AuxiliaryHeads) -> Path:
-    """The vision tower and projector of the checkpoint in `out` alone learn the letter under each
-    image token (a fresh letter head, `letter_steps` batches of `letter_batch` scenes with a word):
-    the answers' loss reaches the vision tower too weakly to teach 26 letters (docs/tiny-model.md,
-    "Reading"). Prints the held-out letter accuracy as it goes."""
-    import torch
-    from tqdm import tqdm
+    """The letters stage (`learn_letters`) on the checkpoint in `out`, anchored, saved back into `out`."""
     from transformers import PaliGemmaForConditionalGeneration
 
-    arch = TRAINED_ARCHITECTURE
     log = TrainLog.read(out / "train_log.json")
+    model = PaliGemmaForConditionalGeneration.from_pretrained(out)
+    learn_letters(model, settings, heads, log, steps=settings.letter_steps, anchor_weight=settings.letter_anchor_weight)
+    _save(model, build_tokenizer(), settings, out, log, len(log.losses))
+    return out
+
+
+def learn_letters(
+    model: Any, settings: TrainSettings, heads: AuxiliaryHeads, log: TrainLog, *, steps: int, anchor_weight: float
+) -> None:
+    """The vision tower and projector of `model` alone learn the letter under each image token
+    (`heads.letter`, `steps` batches of `letter_batch` scenes with a word): the answers' loss
+    reaches the vision tower too weakly to teach 26 letters (docs/tiny-model.md, "Reading").
+    With `anchor_weight` > 0 the image tokens off the word are held to what they were. Prints the
+    held-out letter accuracy as it goes and adds the losses and minutes to `log`."""
+    import torch
+    from tqdm import tqdm
+
+    arch = TRAINED_ARCHITECTURE
     torch.manual_seed(settings.seed + 4)
     rng = np.random.default_rng(settings.seed + 4)
-    model = PaliGemmaForConditionalGeneration.from_pretrained(out)
     model.train()
     vision, projector = model.model.vision_tower, model.model.multi_modal_projector
     frozen_vision, frozen_projector = copy.deepcopy(vision).eval(), copy.deepcopy(projector).eval()
@@ -767,21 +789,21 @@ def see_letters(out: Path, settings: TrainSettings, heads: AuxiliaryHeads) -> Pa
         return projected
 
     held_out = letters_batch(np.random.default_rng(settings.seed + 6), 128)
-    last = settings.letter_steps - 1
+    last = steps - 1
     started = time.monotonic() - 60 * log.minutes
-    progress = tqdm(range(settings.letter_steps), desc="train-tiny (letters)", unit="step")
+    progress = tqdm(range(steps), desc="train-tiny (letters)", unit="step")
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = settings.letter_lr * min(1.0, (step + 1) / BINDING_WARMUP) * (1.0 - 0.9 * step / max(1, last))
         batch = letters_batch(rng, settings.letter_batch)
         seen = features(batch["pixel_values"])
         loss = heads.letter_loss(seen, batch)
-        if settings.letter_anchor_weight > 0:  # the image tokens off the word keep what they were
+        if anchor_weight > 0:  # the image tokens off the word keep what they were
             with torch.no_grad():
                 before = frozen_projector(frozen_vision(batch["pixel_values"]).last_hidden_state)
             off = batch["off_word"]
             drift = ((seen - before)[off] ** 2).mean() / (before[off] ** 2).mean()
-            loss = loss + settings.letter_anchor_weight * drift
+            loss = loss + anchor_weight * drift
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -799,5 +821,3 @@ def see_letters(out: Path, settings: TrainSettings, heads: AuxiliaryHeads) -> Pa
                 f"letters step {step}: loss {np.mean(log.letter_losses[-50:]):.3f}, held-out accuracy {accuracy:.3f}"
             )
     log.minutes = (time.monotonic() - started) / 60
-    _save(model, build_tokenizer(), settings, out, log, len(log.losses))
-    return out

@@ -88,6 +88,17 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
     assert len(log["aux_losses"]) == 4  # the main stage's two, then the reading and settling stages' letter loss
 
 
+def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_stage(tmp_path: Path) -> None:
+    settings = TrainSettings(
+        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=0, first_letter_steps=2,
+        letter_batch=3,
+    )  # fmt: skip
+    out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
+    log = json.loads((out / "train_log.json").read_text())
+    assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
+    assert log["steps_done"] == 2 and len(log["losses"]) == 2 and len(log["aux_losses"]) == 2
+
+
 def test_soft_targets_equal_cross_entropy_without_spread() -> None:
     import torch
 
