@@ -625,7 +625,7 @@ def train(out: Path, vae_path: Path, settings: TrainSettings, *, threads: int | 
         learn_letters(model, settings, heads, log, steps=settings.first_letter_steps, anchor_weight=0.0)
     _run_stage(model, batcher, settings, main, out, log, rng, heads)
     bind_all(out, vae_path, settings)
-    return read_words(out, vae_path, settings, heads)
+    return read_words(out, vae_path, settings)
 
 
 def bind_all(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
@@ -649,15 +649,18 @@ def bind_names(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     return _continue(out, vae_path, settings, stage, seed=settings.seed + 3)
 
 
-def read_words(out: Path, vae_path: Path, settings: TrainSettings, heads: AuxiliaryHeads | None = None) -> Path:
+def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     """The reading stages on the checkpoint in `out`: the vision tower learns the letters
     (`see_letters`), then `reading_share` of the batches ask `ocr` while one head looks at each
     letter as the answer spells it (training.grounding), `reading_binding_share` are binding
-    batches and the rest the main mix, with the letter head's loss on. `heads`: those of a letters
-    stage before the main one, whose letter head goes on here."""
+    batches and the rest the main mix, with the letter head's loss on. The same whether run on
+    from `train` or by `--reading-stage-only` in a new process: its heads start from their own seed."""
+    import torch
+
     from training.aux_heads import AuxiliaryHeads
 
-    heads = heads or AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden)  # its letter head goes on, stage to stage
+    torch.manual_seed(settings.seed + 8)
+    heads = AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden)  # its letter head goes on from one stage to the next
     if settings.letter_steps:
         see_letters(out, settings, heads)
     if settings.reading_steps:
