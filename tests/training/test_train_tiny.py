@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,15 @@ from server.tiny_model import build_processor, build_tokenizer
 from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH
 from training import tasks
 from training.scenes import make_scene
-from training.train_tiny import TRAINED_ARCHITECTURE, Batcher, Item, TrainSettings, model_pixels, train
+from training.train_tiny import (
+    TRAINED_ARCHITECTURE,
+    Batcher,
+    Item,
+    TrainSettings,
+    model_pixels,
+    read_words,
+    train,
+)
 
 CODES = {"circle": tuple(range(16)), "square": tuple(range(16, 32)), "triangle": tuple(range(32, 48))}
 
@@ -62,7 +71,7 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
     out = train(
         tmp_path / "tiny",
         TINY_SHAPES_VAE_PATH,
-        TrainSettings(steps=3, batch=4, warmup=1, save_every=3, binding_steps=0, letter_steps=0, reading_steps=0),
+        TrainSettings(steps=3, batch=4, warmup=1, save_every=3, binding_steps=0, first_letter_steps=0),
     )
     log = json.loads((out / "train_log.json").read_text())
     assert log["steps_done"] == 3 and len(log["losses"]) == 3 and all(np.isfinite(log["losses"]))
@@ -76,7 +85,7 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
 def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_path: Path) -> None:
     settings = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
-        letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1,
+        first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
@@ -97,6 +106,25 @@ def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_sta
     log = json.loads((out / "train_log.json").read_text())
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert log["steps_done"] == 2 and len(log["losses"]) == 2 and len(log["aux_losses"]) == 2
+
+
+def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Path) -> None:
+    """`train-tiny --reading-stage-only` on a checkpoint gives what one `train-tiny` gives."""
+    import torch
+    from safetensors.torch import load_file
+
+    before = TrainSettings(
+        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=1, last_binding_steps=0,
+        first_letter_steps=1, letter_batch=3,
+    )  # fmt: skip
+    reading = replace(before, letter_steps=2, reading_steps=1, settling_steps=1)
+    one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
+    continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
+    torch.rand(1000)  # whatever the process did before does not matter
+    read_words(continued, TINY_SHAPES_VAE_PATH, reading)
+    one, two = load_file(one_run / "model.safetensors"), load_file(continued / "model.safetensors")
+    assert one.keys() == two.keys()
+    assert all(torch.equal(one[name], two[name]) for name in one)
 
 
 def test_soft_targets_equal_cross_entropy_without_spread() -> None:
