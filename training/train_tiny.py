@@ -67,7 +67,7 @@ capital letters on a light background. Its masks decode with the tiny VQ-VAE shi
 # for a distribution over 1024 bins, and growing them took hundreds of steps.
 LOC_EMBEDDING_GAIN: Final = 6.0
 SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the model sees 160 px
-BINDING_WARMUP: Final = 50  # steps of the binding stage's learning-rate warm-up (its optimizer starts afresh)
+BINDING_WARMUP: Final = 50  # warm-up steps of the stages after the main one and of the letters stage (_warm_then_decay)
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,9 @@ class TrainSettings:
     # off, as in the shipped checkpoint): the vision tower alone learns the letter under each image
     # token, then a reading stage asks `ocr` in `reading_share` of its batches, one head looking at
     # each letter as the answer spells it (training.grounding), with binding batches so the boxes
-    # keep their place. 1500 + 1500 (+ 1500 settling) on the shipped checkpoint: OCR exact 0 ->
-    # 0.077, detection AP50 0.934 -> 0.879 (150 held-out scenes): it costs the box goal, so not on.
+    # keep their place. 500 + 1500 (+ 1500 settling) on the shipped (letters-first) checkpoint:
+    # OCR exact 0 -> 0.162, detection AP50 0.932 -> 0.883 (300 held-out scenes, served): it costs
+    # the box goal, so not on (docs/tiny-model.md, "Letters first").
     letter_steps: int = 0
     # The letters stage before the main stage, on the fresh vision tower (no anchor: there is
     # nothing yet to keep), its letter head going on in the main stage's auxiliary loss, as
@@ -406,6 +407,13 @@ def _lr_at(step: int, settings: TrainSettings) -> float:
         return settings.lr * (step + 1) / settings.warmup
     progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
     return settings.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _warm_then_decay(peak: float, step_in_stage: int, steps: int) -> float:
+    """The learning rate of a stage that starts from a checkpoint: a warm-up of `BINDING_WARMUP`
+    steps to `peak`, then a linear decay to a tenth of it at the stage's last step."""
+    warm = min(1.0, (step_in_stage + 1) / BINDING_WARMUP)
+    return warm * peak * (1.0 - 0.9 * step_in_stage / max(1, steps - 1))
 
 
 def save_loss_curve(losses: Sequence[float], path: Path, title: str) -> None:
@@ -730,12 +738,9 @@ def _continue(
         task = mix[int(rng.choice(len(mix), p=mix_p))]
         return [batcher.sample(rng, task) for _ in range(settings.batch)]
 
-    def lr_at(step: int) -> float:  # a warm-up, then a linear decay to a tenth
-        warm = min(1.0, (step - first + 1) / BINDING_WARMUP)
-        return warm * settings.binding_lr * (1.0 - 0.9 * (step - first) / max(1, continued.steps - 1))
-
     stage = Stage(
-        continued.name, first, continued.steps, lr_at, draw, lambda step: 0.0,
+        continued.name, first, continued.steps,
+        lambda step: _warm_then_decay(settings.binding_lr, step - first, continued.steps), draw, lambda step: 0.0,
         causal_share=settings.binding_causal_share, aux_weight=settings.binding_aux_weight,
         letter_weight=continued.letter_weight, grounded=True,
     )  # fmt: skip
@@ -770,7 +775,8 @@ def learn_letters(
     rng = np.random.default_rng(settings.seed + 4)
     model.train()
     vision, projector = model.model.vision_tower, model.model.multi_modal_projector
-    frozen_vision, frozen_projector = copy.deepcopy(vision).eval(), copy.deepcopy(projector).eval()
+    # the image tokens as they were, kept for the anchor only
+    frozen = (copy.deepcopy(vision).eval(), copy.deepcopy(projector).eval()) if anchor_weight > 0 else None
     trained = [*vision.parameters(), *projector.parameters(), *heads.letter.parameters()]
     optimizer = torch.optim.AdamW(trained, lr=settings.letter_lr, weight_decay=settings.weight_decay)
     grid = arch.image_size_px // arch.patch_size_px
@@ -799,12 +805,13 @@ def learn_letters(
     progress = tqdm(range(steps), desc="train-tiny (letters)", unit="step")
     for step in progress:
         for group in optimizer.param_groups:
-            group["lr"] = settings.letter_lr * min(1.0, (step + 1) / BINDING_WARMUP) * (1.0 - 0.9 * step / max(1, last))
+            group["lr"] = _warm_then_decay(settings.letter_lr, step, steps)
         batch = letters_batch(rng, settings.letter_batch)
         seen = features(batch["pixel_values"])
         loss = heads.letter_loss(seen, batch)
-        if anchor_weight > 0:  # the image tokens off the word keep what they were
+        if frozen is not None:  # the image tokens off the word keep what they were
             with torch.no_grad():
+                frozen_vision, frozen_projector = frozen
                 before = frozen_projector(frozen_vision(batch["pixel_values"]).last_hidden_state)
             off = batch["off_word"]
             drift = ((seen - before)[off] ** 2).mean() / (before[off] ** 2).mean()
