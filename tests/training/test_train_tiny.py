@@ -68,11 +68,11 @@ def test_model_pixels_scale_to_minus_one_one() -> None:
 def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> None:
     from transformers import PaliGemmaForConditionalGeneration
 
-    out = train(
-        tmp_path / "tiny",
-        TINY_SHAPES_VAE_PATH,
-        TrainSettings(steps=3, batch=4, warmup=1, save_every=3, binding_steps=0, first_letter_steps=0),
-    )
+    settings = TrainSettings(
+        steps=3, batch=4, warmup=1, save_every=3, binding_steps=0, first_letter_steps=0, letter_steps=0,
+        reading_steps=0,
+    )  # fmt: skip
+    out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
     assert log["steps_done"] == 3 and len(log["losses"]) == 3 and all(np.isfinite(log["losses"]))
     assert [step for step, _ in log["location_error_bins"]] == [0, 2]
@@ -85,22 +85,22 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
 def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_path: Path) -> None:
     settings = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
-        first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1,
+        first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1, settling_rounds=2,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
-    assert log["steps_done"] == 7 and len(log["losses"]) == 7 and len(log["grounding_losses"]) == 5
-    assert [step for step, _ in log["name_dependence_nats"]] == [0, 1, 2, 3, 4, 5, 6]
+    assert log["steps_done"] == 8 and len(log["losses"]) == 8 and len(log["grounding_losses"]) == 6
+    assert [step for step, _ in log["name_dependence_nats"]] == [0, 1, 2, 3, 4, 5, 6, 7]
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
-    assert len(log["aux_losses"]) == 4  # the main stage's two, then the reading and settling stages' letter loss
+    assert len(log["aux_losses"]) == 5  # the main stage's two, then the reading and two settling stages' letter loss
 
 
 def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_stage(tmp_path: Path) -> None:
     settings = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=0, first_letter_steps=2,
-        letter_batch=3,
+        letter_batch=3, letter_steps=0, reading_steps=0,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
@@ -115,9 +115,9 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
 
     before = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=1, last_binding_steps=0,
-        first_letter_steps=1, letter_batch=3,
+        first_letter_steps=1, letter_batch=3, letter_steps=0, reading_steps=0,
     )  # fmt: skip
-    reading = replace(before, letter_steps=2, reading_steps=1, settling_steps=1)
+    reading = replace(before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2)
     one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
     continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
     torch.rand(1000)  # whatever the process did before does not matter
