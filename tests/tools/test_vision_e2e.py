@@ -144,8 +144,8 @@ def test_read_text_reads_the_word(client: tools.PaliGemmaClient) -> None:
 
 
 def test_read_text_reads_letters_at_their_place(client: tools.PaliGemmaClient) -> None:
-    """The letters the model reads come from the image: 25 of these 45 at their place from the
-    shipped checkpoint, 3 of 45 from the same words mirrored (measured, 2026-12-03)."""
+    """The letters the model reads come from the image: 22 of these 45 at their place from the
+    shipped checkpoint, 3 of 45 from the same words mirrored (the checkpoint before; 2026-12-03)."""
     right = total = 0
     answers: list[tuple[str, str]] = []
     for scene in scenes_with((640, 360), first_seed=700, kind="word", count=LETTER_SCENES):

@@ -86,15 +86,17 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
     settings = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
         first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1, settling_rounds=2,
+        rereading_passes=1,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
-    assert log["steps_done"] == 8 and len(log["losses"]) == 8 and len(log["grounding_losses"]) == 6
-    assert [step for step, _ in log["name_dependence_nats"]] == [0, 1, 2, 3, 4, 5, 6, 7]
+    # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1
+    assert log["steps_done"] == 10 and len(log["losses"]) == 10 and len(log["grounding_losses"]) == 8
+    assert [step for step, _ in log["name_dependence_nats"]] == list(range(10))
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
-    assert len(log["aux_losses"]) == 5  # the main stage's two, then the reading and two settling stages' letter loss
+    assert len(log["aux_losses"]) == 7  # the main stage's two, then every reading and settling stage's letter loss
 
 
 def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_stage(tmp_path: Path) -> None:
@@ -117,7 +119,7 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=1, last_binding_steps=0,
         first_letter_steps=1, letter_batch=3, letter_steps=0, reading_steps=0,
     )  # fmt: skip
-    reading = replace(before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2)
+    reading = replace(before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2, rereading_passes=1)
     one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
     continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
     torch.rand(1000)  # whatever the process did before does not matter
