@@ -147,8 +147,10 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def serve_forever(the_plan: Plan, *, quiet: bool, timeout_s: float, log_path: Path | None) -> int:
-    """Run until Ctrl-C/SIGTERM (exit 0) or until vLLM dies (its exit code)."""
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    """Run until Ctrl-C/SIGTERM (exit 0) or until vLLM dies (its exit code). Both signals are
+    handled here, SIGINT too: a process started in the background of a shell inherits SIGINT
+    ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C sent to it did nothing."""
+    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with running(the_plan, echo=not quiet, log_path=log_path, timeout_s=timeout_s) as server:
             print(usage_banner(the_plan.command, the_plan.hardware.device), flush=True)
@@ -159,7 +161,8 @@ def serve_forever(the_plan: Plan, *, quiet: bool, timeout_s: float, log_path: Pa
         print("Stopped: every process the server started has exited.", file=sys.stderr)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def dry_run_text(the_plan: Plan) -> str:

@@ -16,6 +16,10 @@ import pytest
 from server.process import free_port
 
 CLI = [sys.executable, "-m", "clients.cli"]
+# Runs the rest of its argv in its own place (exec) with SIGINT ignored, which exec keeps.
+IGNORING_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -98,13 +102,20 @@ def serving(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.P
     port = free_port()
     command = [*CLI, "serve", "--model", str(tiny_model_dir), "--port", str(port), "--quiet", "--eager"]
     command += ["--log-file", str(tmp_path / "vllm.log")]
+    # Started as a background job of a shell without job control starts it, with SIGINT ignored:
+    # `serve` stops on Ctrl-C all the same (it handles SIGINT itself).
+    command = [sys.executable, "-c", IGNORING_SIGINT, *command]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
             yield process, port
         finally:
             if process.poll() is None:  # a failed test must not leave the server behind
                 process.send_signal(signal.SIGINT)
-                process.wait(timeout=60)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()  # vLLM gets SIGTERM when its launcher dies (server.process)
+                    process.wait(timeout=10)
 
 
 @pytest.mark.vllm
