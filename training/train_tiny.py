@@ -143,12 +143,12 @@ class TrainSettings:
     # AP50 from 0.883 back to 0.906 and OCR from 0.162 to 0.215 (docs/tiny-model.md, "Letters first").
     settling_steps: int = 1500
     settling_rounds: int = 2
+    settling_binding_share: float = 0.7
+    settling_reading_share: float = 0.15
     # Then the reading and settling stages once more per pass (one settling stage each, a fresh
     # letter head, the same batches): one pass took OCR exact 0.231 -> 0.292 and detection AP50
     # 0.911 -> 0.923 (docs/tiny-model.md, "Reading again"). 0: none.
     rereading_passes: int = 1
-    settling_binding_share: float = 0.7
-    settling_reading_share: float = 0.15
 
 
 def shape_codes(vae_path: Path) -> dict[str, tuple[int, ...]]:
@@ -673,8 +673,6 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     then `rereading_passes` times a reading and a settling stage again. The same whether run on
     from `train` or by `--reading-stage-only` in a new process: each pass's heads start from
     their own seed."""
-    if not settings.reading_steps and not settings.letter_steps:
-        return out
     _reading_pass(out, vae_path, settings, letters=True, settling_rounds=settings.settling_rounds)
     for _ in range(settings.rereading_passes if settings.reading_steps else 0):
         _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
