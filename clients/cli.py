@@ -40,6 +40,17 @@ def _gpus(text: str) -> tuple[float, ...]:
     return (size,) * n
 
 
+def _count(text: str) -> int:
+    """Parse a count of steps, stages or passes: a whole number >= 0."""
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from e
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     """Where the PaliGemma endpoint is, for the commands that call one (arguments first, then the environment)."""
     parser.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
@@ -184,15 +195,15 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     from training.train_tiny import TrainSettings
 
     defaults = TrainSettings()
-    p.add_argument("--steps", type=int, help=f"steps of the main stage (default {defaults.steps})")
+    p.add_argument("--steps", type=_count, help=f"steps of the main stage (default {defaults.steps})")
     p.add_argument(
         "--binding-steps",
-        type=int,
+        type=_count,
         help=f"steps of the binding stage after it (default {defaults.binding_steps}; 0: no binding stages)",
     )
     p.add_argument(
         "--last-binding-steps",
-        type=int,
+        type=_count,
         help=(
             "steps of the last binding stage, mostly scenes of several shapes"
             f" (default {defaults.last_binding_steps}; 0: none)"
@@ -205,19 +216,32 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--letter-steps",
-        type=int,
+        type=_count,
         help=f"steps of the vision tower's letter stage (default {defaults.letter_steps}; 0: none)",
     )
     p.add_argument(
         "--first-letter-steps",
-        type=int,
+        type=_count,
         help=(
             "steps of a letter stage before the main stage, on the fresh vision tower"
             f" (default {defaults.first_letter_steps}; 0: none)"
         ),
     )
     p.add_argument(
-        "--reading-steps", type=int, help=f"steps of the reading stage (default {defaults.reading_steps}; 0: none)"
+        "--reading-steps", type=_count, help=f"steps of the reading stage (default {defaults.reading_steps}; 0: none)"
+    )
+    p.add_argument(
+        "--settling-rounds",
+        type=_count,
+        help=f"settling stages after the first reading stage (default {defaults.settling_rounds}; 0: none)",
+    )
+    p.add_argument(
+        "--rereading-passes",
+        type=_count,
+        help=(
+            "reading passes after the first, each a reading and a settling stage"
+            f" (default {defaults.rereading_passes}; 0: none)"
+        ),
     )
     p.add_argument(
         "--reading-stage-only",
@@ -227,6 +251,19 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_train_tiny)
 
 
+# train-tiny's flags that set the TrainSettings field of their name (none given: its default).
+_STAGE_SETTINGS = (
+    "steps",
+    "binding_steps",
+    "last_binding_steps",
+    "letter_steps",
+    "first_letter_steps",
+    "reading_steps",
+    "settling_rounds",
+    "rereading_passes",
+)
+
+
 def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
     import dataclasses
 
@@ -234,19 +271,8 @@ def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
     from training.vae import train_vae
 
     vae_path: Path = args.vae_out or args.out / "vae.npz"
-    settings = TrainSettings(seed=args.seed)
-    if args.steps:
-        settings = dataclasses.replace(settings, steps=args.steps)
-    if args.binding_steps is not None:
-        settings = dataclasses.replace(settings, binding_steps=args.binding_steps)
-    if args.last_binding_steps is not None:
-        settings = dataclasses.replace(settings, last_binding_steps=args.last_binding_steps)
-    if args.letter_steps is not None:
-        settings = dataclasses.replace(settings, letter_steps=args.letter_steps)
-    if args.first_letter_steps is not None:
-        settings = dataclasses.replace(settings, first_letter_steps=args.first_letter_steps)
-    if args.reading_steps is not None:
-        settings = dataclasses.replace(settings, reading_steps=args.reading_steps)
+    overrides = {name: getattr(args, name) for name in _STAGE_SETTINGS if getattr(args, name) is not None}
+    settings = dataclasses.replace(TrainSettings(seed=args.seed), **overrides)
     continued = _continued_stages(args, settings, vae_path)
     if continued is not None:
         return continued

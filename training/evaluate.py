@@ -247,6 +247,11 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+# The two halves of the words' lengths (3-8 letters, docs/synthetic-domain.md) in the OCR figures.
+SHORT_WORDS = "words of 3-5 letters"
+LONG_WORDS = "words of 6-8 letters"
+
+
 def score(
     held_out: Sequence[scenes.Scene], requests: Sequence[Request], results: Sequence[ToolResult]
 ) -> dict[str, float]:
@@ -255,6 +260,7 @@ def score(
     box_ious: list[float] = []
     mask_ious: list[float] = []
     exact: dict[str, list[bool]] = {"ocr": [], "count": [], "color": [], "caption": []}
+    ocr_by_length: dict[str, list[bool]] = {SHORT_WORDS: [], LONG_WORDS: []}
     letters_right: list[bool] = []  # per letter of each word: the answer has it at its place
     for request, result in zip(requests, results, strict=True):
         scene = held_out[request.scene]
@@ -271,6 +277,7 @@ def score(
         elif isinstance(result, TextResult):
             read = result.text.strip()
             exact["ocr"].append(read == request.expected)
+            ocr_by_length[SHORT_WORDS if len(request.expected) <= 5 else LONG_WORDS].append(read == request.expected)
             letters_right += [i < len(read) and read[i] == letter for i, letter in enumerate(request.expected)]
         elif isinstance(result, AnswerResult):
             exact[request.task].append(result.answer.strip() == request.expected)
@@ -278,12 +285,18 @@ def score(
             exact["caption"].append(result.caption.strip() == request.expected)
     return {
         "detection AP50": ap50(held_out, detections),
-        "matched box IoU": float(np.mean(box_ious)) if box_ious else 0.0,
-        "mask mIoU": float(np.mean(mask_ious)) if mask_ious else 0.0,
-        "OCR exact": float(np.mean(exact["ocr"])) if exact["ocr"] else 0.0,
-        "OCR letters at their place": float(np.mean(letters_right)) if letters_right else 0.0,
-        "VQA count exact": float(np.mean(exact["count"])) if exact["count"] else 0.0,
-        "VQA colour exact": float(np.mean(exact["color"])) if exact["color"] else 0.0,
-        "VQA exact": float(np.mean(exact["count"] + exact["color"])) if exact["count"] + exact["color"] else 0.0,
-        "caption exact": float(np.mean(exact["caption"])) if exact["caption"] else 0.0,
+        "matched box IoU": _mean(box_ious),
+        "mask mIoU": _mean(mask_ious),
+        "OCR exact": _mean(exact["ocr"]),
+        **{f"OCR exact, {length}": _mean(hits) for length, hits in ocr_by_length.items()},
+        "OCR letters at their place": _mean(letters_right),
+        "VQA count exact": _mean(exact["count"]),
+        "VQA colour exact": _mean(exact["color"]),
+        "VQA exact": _mean(exact["count"] + exact["color"]),
+        "caption exact": _mean(exact["caption"]),
     }
+
+
+def _mean(values: Sequence[float | bool]) -> float:
+    """Their mean; 0 for none."""
+    return float(np.mean(values)) if values else 0.0

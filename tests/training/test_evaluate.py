@@ -12,16 +12,17 @@ from training.scenes import Scene, Word
 
 
 @pytest.mark.parametrize(
-    ("expected", "read", "exact", "letters"),
+    ("expected", "read", "exact", "letters", "short", "long"),
     [
-        (["ABC", "WORD"], ["ABC", "WORD"], 1.0, 1.0),
-        (["ABC", "WORD"], ["ABX", "WORDS"], 0.0, 6 / 7),  # a wrong letter; a letter too many
-        (["ABCD"], ["BCD"], 0.0, 0.0),  # a skipped first letter: none at its place
-        (["ABCD"], [""], 0.0, 0.0),
+        (["ABC", "WORD"], ["ABC", "WORD"], 1.0, 1.0, 1.0, 0.0),
+        (["ABC", "WORD"], ["ABX", "WORDS"], 0.0, 6 / 7, 0.0, 0.0),  # a wrong letter; a letter too many
+        (["ABCD"], ["BCD"], 0.0, 0.0, 0.0, 0.0),  # a skipped first letter: none at its place
+        (["ABCD"], [""], 0.0, 0.0, 0.0, 0.0),
+        (["ABCDE", "ABCDEF", "ABCDEFGH"], ["ABCDE", "ABCDEF", "ABCDEFG"], 2 / 3, 18 / 19, 1.0, 0.5),
     ],
 )
-def test_ocr_is_scored_by_word_and_by_letter_at_its_place(
-    expected: list[str], read: list[str], exact: float, letters: float
+def test_ocr_is_scored_by_word_by_length_and_by_letter_at_its_place(
+    expected: list[str], read: list[str], exact: float, letters: float, short: float, long: float
 ) -> None:
     held_out = [Scene(Image.new("RGB", (100, 50), (240, 240, 240)), (), Word(w, (10, 10, 90, 30))) for w in expected]
     requests = [evaluate.Request(i, "ocr", prompts.ocr(), expected=w) for i, w in enumerate(expected)]
@@ -29,3 +30,5 @@ def test_ocr_is_scored_by_word_and_by_letter_at_its_place(
     figures = evaluate.score(held_out, requests, results)
     assert figures["OCR exact"] == pytest.approx(exact)
     assert figures["OCR letters at their place"] == pytest.approx(letters)
+    assert figures[f"OCR exact, {evaluate.SHORT_WORDS}"] == pytest.approx(short)
+    assert figures[f"OCR exact, {evaluate.LONG_WORDS}"] == pytest.approx(long)

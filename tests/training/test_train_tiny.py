@@ -233,3 +233,17 @@ def test_continuing_without_a_checkpoint_says_what_is_missing(
     assert main(["train-tiny", "--out", str(out), "--vae-out", str(TINY_SHAPES_VAE_PATH), flag]) == 2
     message = capsys.readouterr().err
     assert flag in message and "train_log.json" in message and str(out) in message
+
+
+def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from clients.cli import _STAGE_SETTINGS, build_parser
+
+    fields = {field.name for field in dataclasses.fields(TrainSettings)}
+    args = build_parser().parse_args(["train-tiny", "--settling-rounds", "0", "--rereading-passes", "3"])
+    assert set(_STAGE_SETTINGS) <= fields and all(hasattr(args, name) for name in _STAGE_SETTINGS)
+    assert (args.settling_rounds, args.rereading_passes, args.reading_steps) == (0, 3, None)
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["train-tiny", "--rereading-passes", "-1"])
+    assert refused.value.code == 2 and "expected a whole number >= 0, got '-1'" in capsys.readouterr().err
