@@ -25,7 +25,9 @@ pytestmark = pytest.mark.vllm
 # Run every time, reported as xfailed/xpassed: the shipped checkpoint reads about half the words whole
 # (docs/benchmarks.md, "Tiny trained model accuracy"; issue 9 stays open). Remove this mark when a
 # checkpoint that passes it lands: the test is the bar it must clear.
-NOT_YET = pytest.mark.xfail(reason="the shipped tiny checkpoint reads about half the words whole, a fifth of the long ones", strict=False)
+NOT_YET = pytest.mark.xfail(
+    reason="the shipped tiny checkpoint reads about half the words whole, a fifth of the long ones", strict=False
+)
 
 BOX_IOU_MIN = 0.7
 MASK_IOU_MIN = 0.7
