@@ -148,7 +148,7 @@ class TrainSettings:
     # Then the reading and settling stages once more per pass (one settling stage each, a fresh
     # letter head, the same batches): one pass took OCR exact 0.231 -> 0.292 and detection AP50
     # 0.911 -> 0.923 (docs/tiny-model.md, "Reading again"); four more took OCR to 0.462, AP50
-    # staying 0.918-0.943, at 16-20 minutes a pass ("Reading five times over"). 0: none.
+    # staying 0.918-0.943, at 16-18 minutes a pass ("Reading five times over"). 0: none.
     rereading_passes: int = 5
 
 
