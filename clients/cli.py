@@ -44,8 +44,8 @@ def _count(text: str) -> int:
     """Parse a count of steps, stages or passes: a whole number >= 0."""
     try:
         n = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from e
+    except ValueError:
+        n = -1
     if n < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return n
@@ -251,28 +251,23 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=_train_tiny)
 
 
-# train-tiny's flags that set the TrainSettings field of their name (none given: its default).
-_STAGE_SETTINGS = (
-    "steps",
-    "binding_steps",
-    "last_binding_steps",
-    "letter_steps",
-    "first_letter_steps",
-    "reading_steps",
-    "settling_rounds",
-    "rereading_passes",
-)
+def train_settings(args: argparse.Namespace) -> TrainSettings:
+    """train-tiny's settings: each of its options named as a TrainSettings field (`--seed`,
+    `--steps`, `--settling-rounds`, ...) sets that field when given; the rest keep their defaults."""
+    import dataclasses
+
+    from training.train_tiny import TrainSettings
+
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{name: value for name, value in given.items() if value is not None})
 
 
 def _train_tiny(args: argparse.Namespace, rest: list[str]) -> int:
-    import dataclasses
-
-    from training.train_tiny import TrainSettings, train
+    from training.train_tiny import train
     from training.vae import train_vae
 
     vae_path: Path = args.vae_out or args.out / "vae.npz"
-    overrides = {name: getattr(args, name) for name in _STAGE_SETTINGS if getattr(args, name) is not None}
-    settings = dataclasses.replace(TrainSettings(seed=args.seed), **overrides)
+    settings = train_settings(args)
     continued = _continued_stages(args, settings, vae_path)
     if continued is not None:
         return continued

@@ -277,7 +277,7 @@ def score(
         elif isinstance(result, TextResult):
             read = result.text.strip()
             exact["ocr"].append(read == request.expected)
-            ocr_by_length[SHORT_WORDS if len(request.expected) <= 5 else LONG_WORDS].append(read == request.expected)
+            ocr_by_length[SHORT_WORDS if len(request.expected) <= 5 else LONG_WORDS].append(exact["ocr"][-1])
             letters_right += [i < len(read) and read[i] == letter for i, letter in enumerate(request.expected)]
         elif isinstance(result, AnswerResult):
             exact[request.task].append(result.answer.strip() == request.expected)

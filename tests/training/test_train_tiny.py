@@ -236,14 +236,16 @@ def test_continuing_without_a_checkpoint_says_what_is_missing(
 
 
 def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureFixture[str]) -> None:
-    import dataclasses
+    from clients.cli import build_parser, train_settings
 
-    from clients.cli import _STAGE_SETTINGS, build_parser
-
-    fields = {field.name for field in dataclasses.fields(TrainSettings)}
-    args = build_parser().parse_args(["train-tiny", "--settling-rounds", "0", "--rereading-passes", "3"])
-    assert set(_STAGE_SETTINGS) <= fields and all(hasattr(args, name) for name in _STAGE_SETTINGS)
-    assert (args.settling_rounds, args.rereading_passes, args.reading_steps) == (0, 3, None)
+    args = build_parser().parse_args(
+        ["train-tiny", "--seed", "4", "--steps", "0", "--settling-rounds", "0", "--rereading-passes", "3"]
+    )
+    assert train_settings(args) == replace(TrainSettings(), seed=4, steps=0, settling_rounds=0, rereading_passes=3)
+    assert train_settings(build_parser().parse_args(["train-tiny"])) == TrainSettings()
+    flags = build_parser().parse_args(["train-tiny"])
+    for name in ("steps", "binding_steps", "last_binding_steps", "letter_steps", "first_letter_steps", "reading_steps"):
+        assert hasattr(flags, name) and name in TrainSettings.__dataclass_fields__  # every stage flag is a setting
     with pytest.raises(SystemExit) as refused:
         build_parser().parse_args(["train-tiny", "--rereading-passes", "-1"])
     assert refused.value.code == 2 and "expected a whole number >= 0, got '-1'" in capsys.readouterr().err
