@@ -178,7 +178,7 @@ def _make_tiny_model(args: argparse.Namespace, rest: list[str]) -> int:
 def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train-tiny",
-        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 200 minutes on 2 cores)",
+        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 290 minutes on 2 cores)",
         description=(
             "Reproduces the shipped tiny model from its seed: "
             "`paligemma train-tiny --out server/checkpoints/paligemma2-tiny-shapes "
@@ -192,7 +192,7 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reuse-vae", action="store_true", help="use the VQ-VAE already at --vae-out instead of training it"
     )
     p.add_argument("--seed", type=int, default=0)
-    from training.train_tiny import TrainSettings
+    from training.train_tiny import TRAINED_ARCHITECTURE, TrainSettings
 
     defaults = TrainSettings()
     p.add_argument("--steps", type=_count, help=f"steps of the main stage (default {defaults.steps})")
@@ -242,6 +242,20 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "reading passes after the first, each a reading and a settling stage"
             f" (default {defaults.rereading_passes}; 0: none)"
         ),
+    )
+    p.add_argument(
+        "--raised-passes",
+        type=_count,
+        help=(
+            f"reading passes after raising the input resolution from {defaults.first_image_size_px} px to"
+            f" {TRAINED_ARCHITECTURE.image_size_px} px (default {defaults.raised_passes}; 0: the model stays at"
+            f" {defaults.first_image_size_px} px)"
+        ),
+    )
+    p.add_argument(
+        "--last-settling-rounds",
+        type=_count,
+        help=f"settling stages after the raised passes (default {defaults.last_settling_rounds}; 0: none)",
     )
     p.add_argument(
         "--reading-stage-only",

@@ -78,7 +78,7 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
     assert [step for step, _ in log["location_error_bins"]] == [0, 2]
     assert (out / "loss_curve.png").stat().st_size > 0
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
-    assert model.config.vision_config.image_size == TRAINED_ARCHITECTURE.image_size_px
+    assert model.config.vision_config.image_size == settings.first_image_size_px  # no reading passes: not raised
     assert (out / "README.md").read_text().startswith("# Tiny trained PaliGemma 2")
 
 
@@ -86,17 +86,24 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
     settings = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
         first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1, settling_rounds=2,
-        rereading_passes=1,
+        rereading_passes=1, raised_passes=1,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
-    # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1
-    assert log["steps_done"] == 10 and len(log["losses"]) == 10 and len(log["grounding_losses"]) == 8
-    assert [step for step, _ in log["name_dependence_nats"]] == list(range(10))
+    # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1, raised: reading 1,
+    # settling 1, then the last settling 1
+    assert log["steps_done"] == 13 and len(log["losses"]) == 13 and len(log["grounding_losses"]) == 11
+    assert [step for step, _ in log["name_dependence_nats"]] == list(range(13))
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
-    assert len(log["aux_losses"]) == 7  # the main stage's two, then every reading and settling stage's letter loss
+    assert len(log["aux_losses"]) == 10  # the main stage's two, then every reading and settling stage's letter loss
+    config = json.loads((out / "config.json").read_text())["vision_config"]
+    assert (config["image_size"], config["patch_size"]) == (224, 16) == (
+        TRAINED_ARCHITECTURE.image_size_px, TRAINED_ARCHITECTURE.patch_size_px,
+    )  # fmt: skip
+    processor = json.loads((out / "processor_config.json").read_text())
+    assert processor["image_processor"]["size"] == {"height": 224, "width": 224}
 
 
 def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_stage(tmp_path: Path) -> None:
@@ -119,7 +126,10 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=1, last_binding_steps=0,
         first_letter_steps=1, letter_batch=3, letter_steps=0, reading_steps=0,
     )  # fmt: skip
-    reading = replace(before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2, rereading_passes=1)
+    reading = replace(
+        before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2, rereading_passes=1,
+        raised_passes=1,
+    )  # fmt: skip
     one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
     continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
     torch.rand(1000)  # whatever the process did before does not matter
@@ -244,7 +254,8 @@ def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureF
     assert train_settings(args) == replace(TrainSettings(), seed=4, steps=0, settling_rounds=0, rereading_passes=3)
     assert train_settings(build_parser().parse_args(["train-tiny"])) == TrainSettings()
     flags = build_parser().parse_args(["train-tiny"])
-    for name in ("steps", "binding_steps", "last_binding_steps", "letter_steps", "first_letter_steps", "reading_steps"):
+    stages = ("steps", "binding_steps", "last_binding_steps", "letter_steps", "first_letter_steps", "reading_steps")
+    for name in (*stages, "settling_rounds", "rereading_passes", "raised_passes", "last_settling_rounds"):
         assert hasattr(flags, name) and name in TrainSettings.__dataclass_fields__  # every stage flag is a setting
     with pytest.raises(SystemExit) as refused:
         build_parser().parse_args(["train-tiny", "--rereading-passes", "-1"])

@@ -1,0 +1,82 @@
+"""Raising the tiny model's resolution keeps every weight but the position embeddings, which it resamples."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from server.tiny_model import build_processor, build_tokenizer, paligemma_config
+from training.resolution import architecture_of, raised, resampled_position_embeddings
+from training.train_tiny import TRAINED_ARCHITECTURE
+
+SMALL = replace(TRAINED_ARCHITECTURE, image_size_px=96)  # a 6x6 grid, raised to 14x14
+
+
+def test_the_same_grid_gives_the_same_table() -> None:
+    import torch
+
+    table = torch.randn(36, 8)
+    assert torch.equal(resampled_position_embeddings(table, 6), table)
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "grid"),
+    [
+        (1.0, 0.0, 14),  # an embedding that grows down the rows keeps growing down the rows
+        (0.0, 1.0, 14),  # ... across the columns, across the columns (row-major, as SigLIP numbers patches)
+        (1.0, -2.0, 9),
+    ],
+)
+def test_resampling_keeps_which_way_positions_run(rows: float, cols: float, grid: int) -> None:
+    import torch
+
+    side = torch.arange(6, dtype=torch.float32)
+    ramp = (rows * side[:, None] + cols * side[None, :]).reshape(36, 1)
+    bigger = resampled_position_embeddings(ramp, grid).reshape(grid, grid).numpy()
+    assert bigger.shape == (grid, grid)
+    down, across = np.diff(bigger, axis=0), np.diff(bigger, axis=1)
+    assert np.all(np.sign(down) == np.sign(rows)) if rows else np.allclose(down, 0, atol=1e-5)
+    assert np.all(np.sign(across) == np.sign(cols)) if cols else np.allclose(across, 0, atol=1e-5)
+    assert bigger.min() >= ramp.min() - 0.5 and bigger.max() <= ramp.max() + 0.5  # no wild overshoot at the edges
+
+
+def test_a_table_that_is_not_a_square_grid_is_refused() -> None:
+    import torch
+
+    with pytest.raises(ValueError, match="35 position embeddings are not a square grid"):
+        resampled_position_embeddings(torch.zeros(35, 4), 14)
+
+
+def test_the_raised_model_keeps_every_other_weight_and_reads_the_bigger_image() -> None:
+    import torch
+    from PIL import Image
+    from transformers import PaliGemmaForConditionalGeneration
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    small = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, SMALL)).eval()
+    big = raised(small, tokenizer, TRAINED_ARCHITECTURE)
+    assert architecture_of(small, TRAINED_ARCHITECTURE) == SMALL
+    assert architecture_of(big, TRAINED_ARCHITECTURE) == TRAINED_ARCHITECTURE
+    before, after = small.state_dict(), big.state_dict()
+    assert before.keys() == after.keys()
+    moved = [name for name in before if not torch.equal(before[name], after[name])]
+    assert moved == ["model.vision_tower.embeddings.position_embedding.weight"]
+    assert after[moved[0]].shape == (TRAINED_ARCHITECTURE.image_tokens, TRAINED_ARCHITECTURE.vision_hidden)
+    processor = build_processor(tokenizer, TRAINED_ARCHITECTURE)
+    inputs = processor(text="<image>detect circle", images=Image.new("RGB", (300, 200), "white"), return_tensors="pt")
+    assert int((inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<image>")).sum()) == 196
+    with torch.no_grad():
+        logits = big(**inputs).logits
+    assert logits.shape[1] == inputs["input_ids"].shape[1] and bool(torch.isfinite(logits).all())
+
+
+def test_another_patch_size_is_refused() -> None:
+    from transformers import PaliGemmaForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    other = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, replace(SMALL, patch_size_px=12)))
+    with pytest.raises(ValueError, match="keeps the patch size"):
+        raised(other, tokenizer, TRAINED_ARCHITECTURE)
