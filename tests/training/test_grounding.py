@@ -31,6 +31,7 @@ def _at(positions: range, subject: int) -> list[tuple[int, tuple[int, ...]]]:
     return [(j, (subject,)) for j in positions]
 
 
+GRID = TRAINED_ARCHITECTURE.image_size_px // TRAINED_ARCHITECTURE.patch_size_px  # the batches' grid of cells
 CODES = {"circle": tuple(range(16)), "square": tuple(range(16, 32)), "triangle": tuple(range(32, 48))}
 
 
@@ -79,7 +80,7 @@ def test_every_subject_of_a_generated_example_is_looked_at_from_its_box_and_labe
         assert used == list(range(starts[0], answer_end)) if starts else used == []
         for box, subject in enumerate(example.subjects):
             stretch = range(starts[box], starts[box + 1] if box + 1 < len(starts) else answer_end)
-            expected = object_cells(scene, (subject,), 10)[0]
+            expected = object_cells(scene, (subject,), GRID)[0]
             for p in stretch:  # its four <loc>, its label, and what follows it
                 assert batch["ground_cells"][0, p].numpy().astype(bool).tolist() == expected.tolist()
         assert not used or used[0] == len(batcher.prefix_ids(example.prompt)) - 1  # the first box from `\n`
@@ -155,7 +156,7 @@ def test_an_ocr_answer_looks_at_each_letter_as_it_spells_it() -> None:
         spelled = list(range(first, first + len(scene.word.text)))
         assert batch["ground_reading"][0].nonzero()[:, 0].tolist() == spelled
         assert batch["ground_used"][0].nonzero()[:, 0].tolist() == spelled  # not the `<eos>` after
-        letters = letter_cells(scene, 10)
+        letters = letter_cells(scene, GRID)
         for j, p in enumerate(spelled):
             assert int(batch["labels"][0, p + 1]) == tokenizer.convert_tokens_to_ids(scene.word.text[j])
             assert batch["ground_cells"][0, p].numpy().astype(bool).tolist() == letters[j].tolist()
