@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from training.aux_heads import AuxiliaryHeads
 
 # The architecture served: 224 px / patch 16, 196 image tokens. The stages before the last
-# reading passes train at `TrainSettings.first_image_size_px` (160 px, 100 image tokens: a step
-# takes 1/1.75 of the time) and the resolution is raised after them (training.resolution).
+# reading passes train at `TrainSettings.first_image_size_px` (160 px, 100 image tokens: a pass
+# takes half the time) and the resolution is raised after them (training.resolution).
 TRAINED_ARCHITECTURE: Final = TinyArchitecture(
     image_size_px=224,
     patch_size_px=16,
