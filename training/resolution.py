@@ -44,7 +44,7 @@ def raised(model: Any, tokenizer: Any, arch: TinyArchitecture) -> Any:
     tower's position embeddings resampled to the new grid. `model` is left as it was."""
     from transformers import PaliGemmaForConditionalGeneration
 
-    if architecture_of(model, arch).patch_size_px != arch.patch_size_px:
+    if model.config.vision_config.patch_size != arch.patch_size_px:
         raise ValueError("raising the resolution keeps the patch size; the checkpoint's differs")
     state = dict(model.state_dict())
     (name,) = [n for n in state if n.endswith("embeddings.position_embedding.weight")]

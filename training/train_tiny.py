@@ -705,12 +705,7 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
 def settle_again(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     """One more settling stage on the checkpoint in `out`, with a letter head of its own (the
     reading passes' heads are not saved), so the same in one run or continued in a new process."""
-    import torch
-
-    from training.aux_heads import AuxiliaryHeads
-
-    torch.manual_seed(settings.seed + 8)
-    return settle(out, vae_path, settings, AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden))
+    return settle(out, vae_path, settings, _fresh_heads(settings))
 
 
 def raise_resolution(out: Path, settings: TrainSettings) -> Path:
@@ -727,13 +722,19 @@ def raise_resolution(out: Path, settings: TrainSettings) -> Path:
     return out
 
 
-def _reading_pass(out: Path, vae_path: Path, settings: TrainSettings, *, letters: bool, settling_rounds: int) -> None:
+def _fresh_heads(settings: TrainSettings) -> AuxiliaryHeads:
+    """The auxiliary heads a reading pass (or a settling stage alone) starts from: always the same,
+    from their own seed, as they are not saved with the checkpoint."""
     import torch
 
     from training.aux_heads import AuxiliaryHeads
 
     torch.manual_seed(settings.seed + 8)
-    heads = AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden)  # its letter head goes on from one stage to the next
+    return AuxiliaryHeads(TRAINED_ARCHITECTURE.text_hidden)
+
+
+def _reading_pass(out: Path, vae_path: Path, settings: TrainSettings, *, letters: bool, settling_rounds: int) -> None:
+    heads = _fresh_heads(settings)  # its letter head goes on from one stage to the next
     if letters and settings.letter_steps:
         see_letters(out, settings, heads)
     if settings.reading_steps:
