@@ -131,6 +131,7 @@ def accuracy_table(scenes: int) -> None:
     held_out = evaluate.held_out_scenes(scenes)
     requests = [r for i, s in enumerate(held_out) for r in evaluate.requests_for(i, s)]
     source = resolve(TINY_NAME)
+    size_px = evaluate.model_input_size_px(Path(source.location))
     columns: dict[str, dict[str, float]] = {}
     for mode in ATTENTION_MODES:
         the_plan = serve.plan(ServeOptions(model=TINY_NAME, port=free_port(), attention=mode), device="cpu")
@@ -138,13 +139,13 @@ def accuracy_table(scenes: int) -> None:
             served = evaluate.served_results(
                 the_plan.command.base_url, the_plan.command.served_model_name, held_out, requests
             )
-        columns[f"served --attention {mode}"] = evaluate.score(held_out, requests, served)
+        columns[f"served --attention {mode}"] = evaluate.score(held_out, requests, served, input_size_px=size_px)
     decoder = load_vae_decoder(model=source.served_name)
     for mode in ATTENTION_MODES:
         results = evaluate.transformers_results(
             Path(source.location), held_out, requests, attention=mode, decoder=decoder
         )
-        columns[f"transformers {mode}"] = evaluate.score(held_out, requests, results)
+        columns[f"transformers {mode}"] = evaluate.score(held_out, requests, results, input_size_px=size_px)
     names = list(columns)
     metrics = list(next(iter(columns.values())))
     print_table(

@@ -42,13 +42,10 @@ def _gpus(text: str) -> tuple[float, ...]:
 
 def _count(text: str) -> int:
     """Parse a count of steps, stages or passes: a whole number >= 0."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return n
+    return int(digits)
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ and caption exact rate.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,17 +251,47 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 # The two halves of the words' lengths (3-8 letters, docs/synthetic-domain.md) in the OCR figures.
 SHORT_WORDS = "words of 3-5 letters"
 LONG_WORDS = "words of 6-8 letters"
+# And the width of a word's letters where the model sees them: its share of the image's width per
+# letter, times the model's input size. The tiny model's patch is 16 px (docs/tiny-model.md).
+NARROW_LETTERS = "letters under 16 px at the model's input"
+MIDDLE_LETTERS = "letters of 16-24 px"
+WIDE_LETTERS = "letters of 24 px and more"
+
+
+def letter_width_px(scene: scenes.Scene, input_size_px: int) -> float:
+    """The mean width of the scene's word's letters in the model's square input."""
+    if scene.word is None:
+        raise ValueError("the scene has no word")
+    x0, _, x1, _ = scene.word.box_xyxy
+    return (x1 - x0) / scene.width * input_size_px / len(scene.word.text)
+
+
+def letters_kind(width_px: float) -> str:
+    """Which of the three widths of letters (NARROW_LETTERS ...) `width_px` is."""
+    return NARROW_LETTERS if width_px < 16 else MIDDLE_LETTERS if width_px < 24 else WIDE_LETTERS
+
+
+def model_input_size_px(model_dir: Path) -> int:
+    """The square input size of a PaliGemma checkpoint's vision tower, from its config.json."""
+    config = json.loads((model_dir / "config.json").read_text())
+    return int(config["vision_config"]["image_size"])
 
 
 def score(
-    held_out: Sequence[scenes.Scene], requests: Sequence[Request], results: Sequence[ToolResult]
+    held_out: Sequence[scenes.Scene],
+    requests: Sequence[Request],
+    results: Sequence[ToolResult],
+    *,
+    input_size_px: int,
 ) -> dict[str, float]:
-    """The accuracy figures of docs/benchmarks.md for one set of answers."""
+    """The accuracy figures of docs/benchmarks.md for one set of answers, from a model whose
+    input is `input_size_px` square."""
     detections: dict[int, Detections] = {}
     box_ious: list[float] = []
     mask_ious: list[float] = []
     exact: dict[str, list[bool]] = {"ocr": [], "count": [], "color": [], "caption": []}
     ocr_by_length: dict[str, list[bool]] = {SHORT_WORDS: [], LONG_WORDS: []}
+    ocr_by_width: dict[str, list[bool]] = {NARROW_LETTERS: [], MIDDLE_LETTERS: [], WIDE_LETTERS: []}
     letters_right: list[bool] = []  # per letter of each word: the answer has it at its place
     for request, result in zip(requests, results, strict=True):
         scene = held_out[request.scene]
@@ -278,6 +309,7 @@ def score(
             read = result.text.strip()
             exact["ocr"].append(read == request.expected)
             ocr_by_length[SHORT_WORDS if len(request.expected) <= 5 else LONG_WORDS].append(exact["ocr"][-1])
+            ocr_by_width[letters_kind(letter_width_px(scene, input_size_px))].append(exact["ocr"][-1])
             letters_right += [i < len(read) and read[i] == letter for i, letter in enumerate(request.expected)]
         elif isinstance(result, AnswerResult):
             exact[request.task].append(result.answer.strip() == request.expected)
@@ -289,6 +321,7 @@ def score(
         "mask mIoU": _mean(mask_ious),
         "OCR exact": _mean(exact["ocr"]),
         **{f"OCR exact, {length}": _mean(hits) for length, hits in ocr_by_length.items()},
+        **{f"OCR exact, {width}": _mean(hits) for width, hits in ocr_by_width.items()},
         "OCR letters at their place": _mean(letters_right),
         "VQA count exact": _mean(exact["count"]),
         "VQA colour exact": _mean(exact["color"]),

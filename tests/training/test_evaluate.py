@@ -27,8 +27,29 @@ def test_ocr_is_scored_by_word_by_length_and_by_letter_at_its_place(
     held_out = [Scene(Image.new("RGB", (100, 50), (240, 240, 240)), (), Word(w, (10, 10, 90, 30))) for w in expected]
     requests = [evaluate.Request(i, "ocr", prompts.ocr(), expected=w) for i, w in enumerate(expected)]
     results = [TextResult(image_width=100, image_height=50, prompt="ocr", model="m", raw_text=r, text=r) for r in read]
-    figures = evaluate.score(held_out, requests, results)
+    figures = evaluate.score(held_out, requests, results, input_size_px=224)
     assert figures["OCR exact"] == pytest.approx(exact)
     assert figures["OCR letters at their place"] == pytest.approx(letters)
     assert figures[f"OCR exact, {evaluate.SHORT_WORDS}"] == pytest.approx(short)
     assert figures[f"OCR exact, {evaluate.LONG_WORDS}"] == pytest.approx(long)
+
+
+@pytest.mark.parametrize(
+    ("word", "box_xyxy", "image_width", "input_size_px", "width_px", "kind"),
+    [
+        ("ABCDEFGH", (0, 0, 40, 10), 100, 224, 11.2, evaluate.NARROW_LETTERS),  # 8 letters over 40 %
+        ("ABCD", (0, 0, 40, 10), 100, 224, 22.4, evaluate.MIDDLE_LETTERS),
+        ("ABCD", (0, 0, 40, 10), 100, 448, 44.8, evaluate.WIDE_LETTERS),  # the same word, twice the input
+        ("ABC", (500, 0, 1400, 10), 2000, 224, 33.6, evaluate.WIDE_LETTERS),  # 45 % of a wide image
+    ],
+)
+def test_ocr_is_scored_by_the_width_of_the_letters_where_the_model_sees_them(
+    word: str, box_xyxy: tuple[int, int, int, int], image_width: int, input_size_px: int, width_px: float, kind: str
+) -> None:
+    scene = Scene(Image.new("RGB", (image_width, 50), (240, 240, 240)), (), Word(word, box_xyxy))
+    assert evaluate.letter_width_px(scene, input_size_px) == pytest.approx(width_px)
+    request = evaluate.Request(0, "ocr", prompts.ocr(), expected=word)
+    right = TextResult(image_width=image_width, image_height=50, prompt="ocr", model="m", raw_text=word, text=word)
+    figures = evaluate.score([scene], [request], [right], input_size_px=input_size_px)
+    widths = (evaluate.NARROW_LETTERS, evaluate.MIDDLE_LETTERS, evaluate.WIDE_LETTERS)
+    assert [figures[f"OCR exact, {w}"] for w in widths] == [float(w == kind) for w in widths]

@@ -257,6 +257,7 @@ def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureF
     stages = ("steps", "binding_steps", "last_binding_steps", "letter_steps", "first_letter_steps", "reading_steps")
     for name in (*stages, "settling_rounds", "rereading_passes", "raised_passes", "last_settling_rounds"):
         assert hasattr(flags, name) and name in TrainSettings.__dataclass_fields__  # every stage flag is a setting
-    with pytest.raises(SystemExit) as refused:
-        build_parser().parse_args(["train-tiny", "--rereading-passes", "-1"])
-    assert refused.value.code == 2 and "expected a whole number >= 0, got '-1'" in capsys.readouterr().err
+    for wrong in ("-1", "two", "1.5", "\u00b2", ""):  # the last but one: a digit int() does not read
+        with pytest.raises(SystemExit) as refused:
+            build_parser().parse_args(["train-tiny", "--rereading-passes", wrong])
+        assert refused.value.code == 2 and f"expected a whole number >= 0, got {wrong!r}" in capsys.readouterr().err
