@@ -175,7 +175,7 @@ def _make_tiny_model(args: argparse.Namespace, rest: list[str]) -> int:
 def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train-tiny",
-        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 290 minutes on 2 cores)",
+        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 350 minutes on 2 cores)",
         description=(
             "Reproduces the shipped tiny model from its seed: "
             "`paligemma train-tiny --out server/checkpoints/paligemma2-tiny-shapes "
@@ -245,14 +245,26 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_count,
         help=(
             f"reading passes after raising the input resolution from {defaults.first_image_size_px} px to"
-            f" {TRAINED_ARCHITECTURE.image_size_px} px (default {defaults.raised_passes}; 0: the model stays at"
-            f" {defaults.first_image_size_px} px)"
+            f" {defaults.raised_image_size_px} px (default {defaults.raised_passes}; 0: none)"
         ),
     )
     p.add_argument(
         "--last-settling-rounds",
         type=_count,
         help=f"settling stages after the raised passes (default {defaults.last_settling_rounds}; 0: none)",
+    )
+    p.add_argument(
+        "--final-passes",
+        type=_count,
+        help=(
+            f"reading passes after raising the input resolution once more, to {TRAINED_ARCHITECTURE.image_size_px} px"
+            f" (default {defaults.final_passes}; 0: none)"
+        ),
+    )
+    p.add_argument(
+        "--final-settling-rounds",
+        type=_count,
+        help=f"settling stages after the final passes (default {defaults.final_settling_rounds}; 0: none)",
     )
     p.add_argument(
         "--reading-stage-only",

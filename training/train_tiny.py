@@ -35,11 +35,12 @@ if TYPE_CHECKING:
 
     from training.aux_heads import AuxiliaryHeads
 
-# The architecture served: 224 px / patch 16, 196 image tokens. The stages before the last
-# reading passes train at `TrainSettings.first_image_size_px` (160 px, 100 image tokens: a pass
-# takes half the time) and the resolution is raised after them (training.resolution).
+# The architecture served: 288 px / patch 16, 324 image tokens. The stages before the last
+# reading passes train at `TrainSettings.first_image_size_px` (160 px, 100 image tokens), then
+# at `raised_image_size_px` (224 px) and the last at this size: the resolution is raised
+# between them (training.resolution), as PaliGemma's own stage 2 does.
 TRAINED_ARCHITECTURE: Final = TinyArchitecture(
-    image_size_px=224,
+    image_size_px=288,
     patch_size_px=16,
     text_hidden=128,
     text_intermediate=512,
@@ -154,16 +155,23 @@ class TrainSettings:
     # staying 0.918-0.943, at 16-18 minutes a pass ("Reading five times over"). 0: none.
     rereading_passes: int = 5
     # Every stage so far trains at this input size; then the resolution goes up to
-    # TRAINED_ARCHITECTURE's (training.resolution, PaliGemma's own stage 2) for `raised_passes`
+    # `raised_image_size_px` (training.resolution, PaliGemma's own stage 2) for `raised_passes`
     # more reading passes (a reading and a settling stage each, no letters stage): at 160 px / patch
     # 16 a long word is two letters a patch. Two passes and the settling stage below took OCR
     # exact from 0.462 to 0.623, words of 6-8 letters from 0.203 to 0.446 (docs/tiny-model.md,
     # "Reading at 224 px"). 0: the model stays at this size.
     first_image_size_px: int = 160
+    raised_image_size_px: int = 224
     raised_passes: int = 2
     # Then settling stages alone, each with a fresh letter head: the boxes back after the raised
     # passes (detection AP50 0.883 -> 0.901; "Reading at 224 px").
     last_settling_rounds: int = 1
+    # Then the resolution goes up once more, to TRAINED_ARCHITECTURE's (288 px: a letter of a long
+    # word across 40 % of the width is 14 px, under a patch at 224 px), for `final_passes` more
+    # reading passes, then `final_settling_rounds` settling stages alone (docs/tiny-model.md,
+    # "Reading at 288 px"). 0 passes: the model stays at 224 px.
+    final_passes: int = 1
+    final_settling_rounds: int = 1
 
 
 def shape_codes(vae_path: Path) -> dict[str, tuple[int, ...]]:
@@ -687,17 +695,25 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     letter as the answer spells it (training.grounding), `reading_binding_share` are binding
     batches and the rest the main mix, with the letter head's loss on; then the settling stages;
     then `rereading_passes` times a reading and a settling stage again; then, at
-    TRAINED_ARCHITECTURE's resolution (`raise_resolution`), `raised_passes` times more. Each
-    pass trains at the checkpoint's own resolution. The same whether run on from `train` or by
+    `raised_image_size_px` (`raise_resolution`), `raised_passes` times more and the last settling
+    stages; then, at TRAINED_ARCHITECTURE's size, `final_passes` times more and the final settling
+    stages. Each pass trains at
+    the checkpoint's own resolution. The same whether run on from `train` or by
     `--reading-stage-only` in a new process: each pass's heads start from their own seed."""
     _reading_pass(out, vae_path, settings, letters=True, settling_rounds=settings.settling_rounds)
     for _ in range(settings.rereading_passes if settings.reading_steps else 0):
         _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
     if settings.raised_passes and settings.reading_steps:
-        raise_resolution(out, settings)
+        raise_resolution(out, settings, settings.raised_image_size_px)
         for _ in range(settings.raised_passes):
             _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
         for _ in range(settings.last_settling_rounds if settings.settling_steps else 0):
+            settle_again(out, vae_path, settings)
+    if settings.final_passes and settings.reading_steps:
+        raise_resolution(out, settings, TRAINED_ARCHITECTURE.image_size_px)
+        for _ in range(settings.final_passes):
+            _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
+        for _ in range(settings.final_settling_rounds if settings.settling_steps else 0):
             settle_again(out, vae_path, settings)
     return out
 
@@ -708,17 +724,18 @@ def settle_again(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     return settle(out, vae_path, settings, _fresh_heads(settings))
 
 
-def raise_resolution(out: Path, settings: TrainSettings) -> Path:
-    """The checkpoint in `out` raised to TRAINED_ARCHITECTURE's input size (training.resolution)
-    and saved back; left as it is when it has that size already."""
+def raise_resolution(out: Path, settings: TrainSettings, image_size_px: int) -> Path:
+    """The checkpoint in `out` raised to an input of `image_size_px` (training.resolution) and
+    saved back; left as it is when it has that size already."""
     from transformers import PaliGemmaForConditionalGeneration
 
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
-    if resolution.architecture_of(model, TRAINED_ARCHITECTURE) == TRAINED_ARCHITECTURE:
+    arch = replace(TRAINED_ARCHITECTURE, image_size_px=image_size_px)
+    if resolution.architecture_of(model, TRAINED_ARCHITECTURE) == arch:
         return out
     log = TrainLog.read(out / "train_log.json")
     tokenizer = build_tokenizer()
-    _save(resolution.raised(model, tokenizer, TRAINED_ARCHITECTURE), tokenizer, settings, out, log, len(log.losses))
+    _save(resolution.raised(model, tokenizer, arch), tokenizer, settings, out, log, len(log.losses))
     return out
 
 

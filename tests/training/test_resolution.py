@@ -11,7 +11,7 @@ from server.tiny_model import build_processor, build_tokenizer, paligemma_config
 from training.resolution import architecture_of, raised, resampled_position_embeddings
 from training.train_tiny import TRAINED_ARCHITECTURE
 
-SMALL = replace(TRAINED_ARCHITECTURE, image_size_px=96)  # a 6x6 grid, raised to 14x14
+SMALL = replace(TRAINED_ARCHITECTURE, image_size_px=96)  # a 6x6 grid, raised to 18x18
 
 
 def test_the_same_grid_gives_the_same_table() -> None:
@@ -67,7 +67,7 @@ def test_the_raised_model_keeps_every_other_weight_and_reads_the_bigger_image() 
     assert after[moved[0]].shape == (TRAINED_ARCHITECTURE.image_tokens, TRAINED_ARCHITECTURE.vision_hidden)
     processor = build_processor(tokenizer, TRAINED_ARCHITECTURE)
     inputs = processor(text="<image>detect circle", images=Image.new("RGB", (300, 200), "white"), return_tensors="pt")
-    assert int((inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<image>")).sum()) == 196
+    assert int((inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<image>")).sum()) == 324
     with torch.no_grad():
         logits = big(**inputs).logits
     assert logits.shape[1] == inputs["input_ids"].shape[1] and bool(torch.isfinite(logits).all())

@@ -90,20 +90,21 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
-    # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1, raised: reading 1,
-    # settling 1, then the last settling 1
-    assert log["steps_done"] == 13 and len(log["losses"]) == 13 and len(log["grounding_losses"]) == 11
-    assert [step for step, _ in log["name_dependence_nats"]] == list(range(13))
+    # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1, raised to 224 px:
+    # reading 1, settling 1, then the last settling 1; raised to 288 px: reading 1, settling 1, then
+    # the final settling 1
+    assert log["steps_done"] == 16 and len(log["losses"]) == 16 and len(log["grounding_losses"]) == 14
+    assert [step for step, _ in log["name_dependence_nats"]] == list(range(16))
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
-    assert len(log["aux_losses"]) == 10  # the main stage's two, then every reading and settling stage's letter loss
+    assert len(log["aux_losses"]) == 13  # the main stage's two, then every reading and settling stage's letter loss
     config = json.loads((out / "config.json").read_text())["vision_config"]
-    assert (config["image_size"], config["patch_size"]) == (224, 16) == (
+    assert (config["image_size"], config["patch_size"]) == (288, 16) == (
         TRAINED_ARCHITECTURE.image_size_px, TRAINED_ARCHITECTURE.patch_size_px,
     )  # fmt: skip
     processor = json.loads((out / "processor_config.json").read_text())
-    assert processor["image_processor"]["size"] == {"height": 224, "width": 224}
+    assert processor["image_processor"]["size"] == {"height": 288, "width": 288}
 
 
 def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_stage(tmp_path: Path) -> None:
@@ -255,7 +256,11 @@ def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureF
     assert train_settings(build_parser().parse_args(["train-tiny"])) == TrainSettings()
     flags = build_parser().parse_args(["train-tiny"])
     stages = ("steps", "binding_steps", "last_binding_steps", "letter_steps", "first_letter_steps", "reading_steps")
-    for name in (*stages, "settling_rounds", "rereading_passes", "raised_passes", "last_settling_rounds"):
+    passes = (
+        "settling_rounds", "rereading_passes", "raised_passes", "last_settling_rounds", "final_passes",
+        "final_settling_rounds",
+    )  # fmt: skip
+    for name in (*stages, *passes):
         assert hasattr(flags, name) and name in TrainSettings.__dataclass_fields__  # every stage flag is a setting
     for wrong in ("-1", "two", "1.5", "\u00b2", ""):  # the last but one: a digit int() does not read
         with pytest.raises(SystemExit) as refused:
