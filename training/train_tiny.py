@@ -697,24 +697,22 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     then `rereading_passes` times a reading and a settling stage again; then, at
     `raised_image_size_px` (`raise_resolution`), `raised_passes` times more and the last settling
     stages; then, at TRAINED_ARCHITECTURE's size, `final_passes` times more and the final settling
-    stages. Each pass trains at
-    the checkpoint's own resolution. The same whether run on from `train` or by
+    stages. Each pass trains at the checkpoint's own resolution. The same whether run on from `train` or by
     `--reading-stage-only` in a new process: each pass's heads start from their own seed."""
     _reading_pass(out, vae_path, settings, letters=True, settling_rounds=settings.settling_rounds)
     for _ in range(settings.rereading_passes if settings.reading_steps else 0):
         _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
-    if settings.raised_passes and settings.reading_steps:
-        raise_resolution(out, settings, settings.raised_image_size_px)
-        for _ in range(settings.raised_passes):
-            _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
-        for _ in range(settings.last_settling_rounds if settings.settling_steps else 0):
-            settle_again(out, vae_path, settings)
-    if settings.final_passes and settings.reading_steps:
-        raise_resolution(out, settings, TRAINED_ARCHITECTURE.image_size_px)
-        for _ in range(settings.final_passes):
-            _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
-        for _ in range(settings.final_settling_rounds if settings.settling_steps else 0):
-            settle_again(out, vae_path, settings)
+    sizes = (
+        (settings.raised_image_size_px, settings.raised_passes, settings.last_settling_rounds),
+        (TRAINED_ARCHITECTURE.image_size_px, settings.final_passes, settings.final_settling_rounds),
+    )
+    for image_size_px, passes, settling_rounds in sizes:
+        if passes and settings.reading_steps:
+            raise_resolution(out, settings, image_size_px)
+            for _ in range(passes):
+                _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
+            for _ in range(settling_rounds if settings.settling_steps else 0):
+                settle_again(out, vae_path, settings)
     return out
 
 
