@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from server.model_source import TINY_NAME, TINY_TRAINED_DIR, resolve
+from server.presets import max_model_len
 from server.tiny_model import is_random_tiny_model, is_tiny_model
 from tools.vae_checkpoint import TINY_SHAPES_MODEL, uses_tiny_shapes_vae
 
@@ -35,7 +36,8 @@ def test_both_engines_agree_on_the_number_of_image_tokens() -> None:
     image_processor = processor.get("image_processor", processor)
     assert image_processor["image_seq_length"] == tokens
     assert config["text_config"].get("num_image_tokens", tokens) == tokens
-    assert resolve(TINY_NAME).max_model_len == 1024  # image tokens + room for prompt and answer
+    served_len = resolve(TINY_NAME).max_model_len
+    assert served_len == max_model_len(tokens) == 1280  # 324 image tokens + room for prompt and answer
 
 
 def test_serve_tiny_dry_run_shows_the_checkpoint() -> None:
