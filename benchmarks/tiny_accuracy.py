@@ -49,8 +49,8 @@ def main() -> None:
     source = resolve(args.model)
     size_px = evaluate.model_input_size_px(Path(source.location))
     words = [s for s in held_out if s.word is not None]
+    lengths = Counter(evaluate.length_kind(r.expected) for r in requests if r.task == "ocr")
     widths = Counter(evaluate.letters_kind(evaluate.letter_width_px(s, size_px)) for s in words)
-    lengths = Counter(evaluate.SHORT_WORDS if len(s.word.text) <= 5 else evaluate.LONG_WORDS for s in words if s.word)
     print("words to read: " + ", ".join(f"{kind} {n}" for kind, n in (lengths + widths).items()))
     if args.baselines_only:
         return

@@ -258,6 +258,11 @@ MIDDLE_LETTERS = "letters of 16-24 px"
 WIDE_LETTERS = "letters of 24 px and more"
 
 
+def length_kind(word: str) -> str:
+    """Which half of the words' lengths (SHORT_WORDS or LONG_WORDS) `word` is in."""
+    return SHORT_WORDS if len(word) <= 5 else LONG_WORDS
+
+
 def letter_width_px(scene: scenes.Scene, input_size_px: int) -> float:
     """The mean width of the scene's word's letters in the model's square input."""
     if scene.word is None:
@@ -308,7 +313,7 @@ def score(
         elif isinstance(result, TextResult):
             read = result.text.strip()
             exact["ocr"].append(read == request.expected)
-            ocr_by_length[SHORT_WORDS if len(request.expected) <= 5 else LONG_WORDS].append(exact["ocr"][-1])
+            ocr_by_length[length_kind(request.expected)].append(exact["ocr"][-1])
             ocr_by_width[letters_kind(letter_width_px(scene, input_size_px))].append(exact["ocr"][-1])
             letters_right += [i < len(read) and read[i] == letter for i, letter in enumerate(request.expected)]
         elif isinstance(result, AnswerResult):

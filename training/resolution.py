@@ -2,9 +2,9 @@
 
 PaliGemma trains at 224 px first and then goes on at 448 and 896 px, the vision tower's
 position embeddings resampled to the finer grid. `train-tiny` does the same from 160 to
-224 px (patch 16: 10x10 to 14x14 image tokens), where a word's letters cover more patches
-(docs/tiny-model.md, "Reading at 224 px"). Nothing else changes shape: the patch size, the
-layers and the text model keep their weights.
+224 px and then to 288 px (patch 16: 10x10, 14x14, 18x18 image tokens), where a word's letters
+cover more patches (docs/tiny-model.md, "Reading at 224 px" and "Reading at 288 px"). Nothing
+else changes shape: the patch size, the layers and the text model keep their weights.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ capital letters on a light background. Its masks decode with the tiny VQ-VAE shi
 # at the usual length a `<loc>` logit can differ from its neighbours' by ~2.6 at most, too flat
 # for a distribution over 1024 bins, and growing them took hundreds of steps.
 LOC_EMBEDDING_GAIN: Final = 6.0
-SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the model sees 160 or 224 px
+SCENE_MAX_SIDE: Final = 640  # training scenes are drawn at most this big; the model sees 160 to 288 px
 BINDING_WARMUP: Final = 50  # warm-up steps of the stages after the main one and of the letters stage (_warm_then_decay)
 
 
@@ -697,8 +697,9 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     then `rereading_passes` times a reading and a settling stage again; then, at
     `raised_image_size_px` (`raise_resolution`), `raised_passes` times more and the last settling
     stages; then, at TRAINED_ARCHITECTURE's size, `final_passes` times more and the final settling
-    stages. Each pass trains at the checkpoint's own resolution. The same whether run on from `train` or by
-    `--reading-stage-only` in a new process: each pass's heads start from their own seed."""
+    stages. Each pass trains at the checkpoint's own resolution. The same whether run on from
+    `train` or by `--reading-stage-only` in a new process: each pass's heads start from their own
+    seed."""
     _reading_pass(out, vae_path, settings, letters=True, settling_rounds=settings.settling_rounds)
     for _ in range(settings.rereading_passes if settings.reading_steps else 0):
         _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
