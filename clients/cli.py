@@ -175,7 +175,7 @@ def _make_tiny_model(args: argparse.Namespace, rest: list[str]) -> int:
 def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train-tiny",
-        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 350 minutes on 2 cores)",
+        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 430 minutes on 2 cores)",
         description=(
             "Reproduces the shipped tiny model from its seed: "
             "`paligemma train-tiny --out server/checkpoints/paligemma2-tiny-shapes "
@@ -267,9 +267,25 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"settling stages after the final passes (default {defaults.final_settling_rounds}; 0: none)",
     )
     p.add_argument(
+        "--speaking-rounds",
+        type=_count,
+        help=(
+            "speaking stages at the end, half their batches captions, descriptions and questions, each"
+            f" followed by a settling stage (default {defaults.speaking_rounds}; 0: none)"
+        ),
+    )
+    p.add_argument(
+        "--speaking-steps",
+        type=_count,
+        help=f"steps of each speaking stage (default {defaults.speaking_steps})",
+    )
+    p.add_argument(
         "--reading-stage-only",
         action="store_true",
-        help="run only the reading stages, continuing the binding stages' checkpoint already in --out",
+        help=(
+            "run only the reading stages (and the speaking stage after them), continuing the binding"
+            " stages' checkpoint already in --out"
+        ),
     )
     p.set_defaults(handler=_train_tiny)
 

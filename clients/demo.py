@@ -77,13 +77,25 @@ class DemoCall:
     check: Callable[[tools.ToolResult], bool] | None = None  # whether the answer matches it
 
 
-def _text_of(result: tools.ToolResult) -> str:
-    data = result.model_dump(mode="json")
-    return next((data[k] for k in ("text", "answer", "caption", "question") if isinstance(data.get(k), str)), "")
+def model_text(result: tools.ToolResult) -> str | None:
+    """What the model wrote, for the tools that answer in words (None for boxes and masks). By
+    type, as the fields' names overlap: a QuestionResult's `answer` is the caller's, its
+    `question` the model's; an AnswerResult's the other way round."""
+    import tools
+
+    if isinstance(result, tools.TextResult):
+        return result.text
+    if isinstance(result, tools.AnswerResult):
+        return result.answer
+    if isinstance(result, tools.CaptionResult):
+        return result.caption
+    if isinstance(result, tools.QuestionResult):
+        return result.question
+    return None
 
 
 def _says(expected: str) -> Callable[[tools.ToolResult], bool]:
-    return lambda result: _text_of(result).strip() == expected
+    return lambda result: (model_text(result) or "").strip() == expected
 
 
 def _finds(truth: list[ShapeObject]) -> Callable[[tools.ToolResult], bool]:
@@ -200,11 +212,8 @@ def _summary(result: tools.ToolResult) -> str:
                 for p, o in zip(parts, result.objects, strict=True)
             ]
         return "; ".join(parts) or "(nothing found)"
-    data = result.model_dump(mode="json")
-    for key in ("text", "answer", "caption", "question"):
-        if isinstance(data.get(key), str):
-            return repr(data[key])
-    return json.dumps(data)[:160]
+    text = model_text(result)
+    return repr(text) if text is not None else json.dumps(result.model_dump(mode="json"))[:160]
 
 
 def run_calls(base_url: str, model: str, calls: list[DemoCall]) -> list[tools.ToolResult]:

@@ -4,8 +4,8 @@ Two ways to get the answers, scored alike: the served endpoint through the typed
 (`served_results`), and transformers in-process with the prefix-LM mask or the causal one
 (`transformers_results`). The metrics (`score`): detection AP50 (pycocotools) and the mean
 IoU of matched boxes, mask mIoU, OCR exact-word rate (and the share of the words' letters read
-at their place), counting and colour VQA exact rates,
-and caption exact rate.
+at their place), counting and colour VQA exact rates, and the exact rates of the answers in
+sentences: captions, descriptions and generated questions.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from tools import parsing, prompts
-from tools.models import AnswerResult, CaptionResult, Detections, Segments, TextResult, ToolResult
+from tools.models import AnswerResult, CaptionResult, Detections, QuestionResult, Segments, TextResult, ToolResult
 from training import scenes, tasks
 from training.prefix_lm import REFERENCE_ATTENTION
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 HELD_OUT_SEED = 1_000_003  # training draws from seed 0's stream; this one is never seen
 ALL_SHAPES: tuple[str, ...] = scenes.SHAPES
-Task = Literal["detect", "segment", "ocr", "count", "color", "caption"]
+Task = Literal["detect", "segment", "ocr", "count", "color", "caption", "describe", "question"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Request:
     scene: int
     task: Task
     prompt: str
-    subject: str = ""  # the shape asked about (segment, count, color)
+    subject: str = ""  # the shape asked about (segment, count, color); the colour given (question)
     expected: str = ""
 
 
@@ -66,6 +66,12 @@ def requests_for(index: int, scene: scenes.Scene) -> list[Request]:
             question = f"what color is the {o.shape}?"
             out.append(Request(index, "color", prompts.answer(question, "en"), o.shape, o.color))
     out.append(Request(index, "caption", prompts.caption("short", "en"), expected=tasks.caption_text(scene)))
+    if scene.objects:
+        out.append(Request(index, "describe", prompts.caption("long", "en"), expected=tasks.describe_text(scene)))
+    askable = list(tasks.askable_colors(scene).items())
+    if askable:
+        color, obj = askable[index % len(askable)]
+        out.append(Request(index, "question", prompts.question(color, "en"), color, tasks.question_text(obj)))
     return out
 
 
@@ -82,8 +88,10 @@ async def _served_one(client: PaliGemmaClient, request: Request, scene: scenes.S
         return await tools.asegment_objects(image, request.subject, client=client)
     if request.task == "ocr":
         return await tools.aread_text(image, client=client)
-    if request.task == "caption":
-        return await tools.acaption_image(image, client=client)
+    if request.task in ("caption", "describe"):
+        return await tools.acaption_image(image, detail="short" if request.task == "caption" else "long", client=client)
+    if request.task == "question":
+        return await tools.agenerate_question(image, request.subject, client=client)
     question = request.prompt.removeprefix("answer en ")
     return await tools.aanswer_visual_question(image, question, client=client)
 
@@ -157,8 +165,11 @@ def _typed(request: Request, scene: scenes.Scene, text: str, decoder: VaeDecoder
         return parsing.parse_segments(text, width=width, height=height, decoder=decoder, prompt=request.prompt)
     if request.task == "ocr":
         return TextResult(**common, text=text.strip())
-    if request.task == "caption":
-        return CaptionResult(**common, detail="short", lang="en", caption=text.strip())
+    if request.task in ("caption", "describe"):
+        detail: Literal["short", "long"] = "short" if request.task == "caption" else "long"
+        return CaptionResult(**common, detail=detail, lang="en", caption=text.strip())
+    if request.task == "question":
+        return QuestionResult(**common, answer=request.subject, lang="en", question=text.strip())
     return AnswerResult(**common, question=request.prompt, lang="en", answer=text.strip())
 
 
@@ -294,7 +305,7 @@ def score(
     detections: dict[int, Detections] = {}
     box_ious: list[float] = []
     mask_ious: list[float] = []
-    exact: dict[str, list[bool]] = {"ocr": [], "count": [], "color": [], "caption": []}
+    exact: dict[str, list[bool]] = {task: [] for task in ("ocr", "count", "color", "caption", "describe", "question")}
     ocr_by_length: dict[str, list[bool]] = {SHORT_WORDS: [], LONG_WORDS: []}
     ocr_by_width: dict[str, list[bool]] = {NARROW_LETTERS: [], MIDDLE_LETTERS: [], WIDE_LETTERS: []}
     letters_right: list[bool] = []  # per letter of each word: the answer has it at its place
@@ -319,7 +330,9 @@ def score(
         elif isinstance(result, AnswerResult):
             exact[request.task].append(result.answer.strip() == request.expected)
         elif isinstance(result, CaptionResult):
-            exact["caption"].append(result.caption.strip() == request.expected)
+            exact[request.task].append(result.caption.strip() == request.expected)
+        elif isinstance(result, QuestionResult):
+            exact["question"].append(result.question.strip() == request.expected)
     return {
         "detection AP50": ap50(held_out, detections),
         "matched box IoU": _mean(box_ious),
@@ -332,6 +345,8 @@ def score(
         "VQA colour exact": _mean(exact["color"]),
         "VQA exact": _mean(exact["count"] + exact["color"]),
         "caption exact": _mean(exact["caption"]),
+        "description exact": _mean(exact["describe"]),
+        "generated question exact": _mean(exact["question"]),
     }
 
 

@@ -200,17 +200,29 @@ def exists(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Examp
     return Example("exists", question, "yes" if found else "no", _indices(scene, found))
 
 
-def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example | None:
-    """`question en red` -> `what color is the square?` where exactly one shape, the only one of its kind, is red."""
+def askable_colors(scene: Scene) -> dict[str, ShapeObject]:
+    """The colours `question en COLOR` can be asked with, sorted: each the colour of exactly one
+    shape, the only one of its kind (so `what color is the SHAPE?` has that colour as answer)."""
     by_color = _unique(scene, lambda o: o.color)
     by_shape = _unique(scene, lambda o: o.shape)
-    asked = [c for c, o in by_color.items() if o.shape in by_shape]
+    return {c: o for c, o in sorted(by_color.items()) if o.shape in by_shape}
+
+
+def question_text(obj: ShapeObject) -> str:
+    """The question `question en COLOR` answers with, for the object of that colour."""
+    return f"what color is the {obj.shape}?"
+
+
+def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example | None:
+    """`question en red` -> `what color is the square?` where exactly one shape, the only one of its kind, is red."""
+    asked = askable_colors(scene)
     if not asked:
         return None
-    chosen = sorted(asked)[int(rng.integers(len(asked)))]
-    asked_about = by_color[chosen]
-    answer = f"what color is the {asked_about.shape}?"
-    return Example("question", prompts.question(chosen, "en"), answer, _indices(scene, [asked_about]))
+    chosen = list(asked)[int(rng.integers(len(asked)))]
+    asked_about = asked[chosen]
+    return Example(
+        "question", prompts.question(chosen, "en"), question_text(asked_about), _indices(scene, [asked_about])
+    )
 
 
 # The binding stage's tasks (training.train_tiny.bind_names), on scenes of two or three kinds of
@@ -222,6 +234,17 @@ BINDING_WEIGHTS: Final[dict[str, float]] = {
     "segment": 0.2,
     "count": 0.15,
     "color": 0.15,
+}
+# The speaking stage's mix (training.train_tiny.speak): the tasks that answer in words rather
+# than `<loc>`s, which the binding, reading and settling stages leave to about one batch in a
+# hundred each, and the kinds of detection that name every shape.
+SPEAKING_WEIGHTS: Final[dict[str, float]] = {
+    "caption": 0.3,
+    "describe": 0.2,
+    "question": 0.2,
+    "detect_every_kind": 0.1,
+    "count": 0.1,
+    "color": 0.1,
 }
 BUILT_AS: Final[dict[str, str]] = {
     "detect_one": "detect",

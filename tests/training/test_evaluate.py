@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from tools import prompts
-from tools.models import TextResult
+from tools.models import CaptionResult, QuestionResult, TextResult
 from training import evaluate
-from training.scenes import Scene, Word
+from training.scenes import Scene, ShapeObject, Word
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,29 @@ def test_ocr_is_scored_by_the_width_of_the_letters_where_the_model_sees_them(
     figures = evaluate.score([scene], [request], [right], input_size_px=input_size_px)
     widths = (evaluate.NARROW_LETTERS, evaluate.MIDDLE_LETTERS, evaluate.WIDE_LETTERS)
     assert [figures[f"OCR exact, {w}"] for w in widths] == [float(w == kind) for w in widths]
+
+
+@pytest.mark.parametrize(
+    ("described", "asked", "description", "question"),
+    [
+        ("a red circle at the top left and a blue square at the bottom right", "what color is the square?", 1.0, 1.0),
+        ("a red circle at the top left", "what color is the circle?", 0.0, 0.0),  # a shape left out; the wrong one
+    ],
+)
+def test_descriptions_and_generated_questions_are_scored_by_what_the_model_wrote(
+    described: str, asked: str, description: float, question: float
+) -> None:
+    objects = (ShapeObject("circle", "red", (0, 0, 20, 20)), ShapeObject("square", "blue", (70, 30, 100, 50)))
+    scene = Scene(Image.new("RGB", (100, 50), (240, 240, 240)), objects, None)
+    requests = [r for r in evaluate.requests_for(0, scene) if r.task in ("describe", "question")]
+    assert [(r.prompt, r.subject, r.expected) for r in requests] == [
+        ("describe en", "", "a red circle at the top left and a blue square at the bottom right"),
+        ("question en blue", "blue", "what color is the square?"),  # scene 0: the first of the sorted colours
+    ]
+    common = {"image_width": 100, "image_height": 50, "model": "m", "lang": "en"}
+    results = [
+        CaptionResult(**common, prompt="describe en", raw_text=described, detail="long", caption=described),
+        QuestionResult(**common, prompt="question en blue", raw_text=asked, answer="blue", question=asked),
+    ]
+    figures = evaluate.score([scene], requests, results, input_size_px=224)
+    assert (figures["description exact"], figures["generated question exact"]) == (description, question)
