@@ -126,7 +126,7 @@ def scene_calls(image: Image.Image, scene: Scene) -> list[DemoCall]:
     located = [o for s in shapes for o in scene.objects if o.shape == s]
     boxes = "; ".join(f"{o.shape} {list(o.box_xyxy)}" for o in located)
     caption, description = tasks.caption_text(scene), tasks.describe_text(scene)
-    question = f"what color is the {first.shape}?"
+    question = tasks.color_question(first.shape)
     calls = [
         DemoCall("caption_image(scene)", lambda c: tools.caption_image(image, client=c), caption, _says(caption)),
         DemoCall(

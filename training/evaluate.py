@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 HELD_OUT_SEED = 1_000_003  # training draws from seed 0's stream; this one is never seen
 ALL_SHAPES: tuple[str, ...] = scenes.SHAPES
 Task = Literal["detect", "segment", "ocr", "count", "color", "caption", "describe", "question"]
+CAPTION_DETAIL: dict[str, Literal["short", "long"]] = {"caption": "short", "describe": "long"}  # task -> detail
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,15 @@ def requests_for(index: int, scene: scenes.Scene) -> list[Request]:
         single = [o for o in scene.objects if sum(p.shape == o.shape for p in scene.objects) == 1]
         if single:
             o = single[index % len(single)]
-            question = f"what color is the {o.shape}?"
-            out.append(Request(index, "color", prompts.answer(question, "en"), o.shape, o.color))
+            question = prompts.answer(tasks.color_question(o.shape), "en")
+            out.append(Request(index, "color", question, o.shape, o.color))
     out.append(Request(index, "caption", prompts.caption("short", "en"), expected=tasks.caption_text(scene)))
     if scene.objects:
         out.append(Request(index, "describe", prompts.caption("long", "en"), expected=tasks.describe_text(scene)))
     askable = list(tasks.askable_colors(scene).items())
     if askable:
         color, obj = askable[index % len(askable)]
-        out.append(Request(index, "question", prompts.question(color, "en"), color, tasks.question_text(obj)))
+        out.append(Request(index, "question", prompts.question(color, "en"), color, tasks.color_question(obj.shape)))
     return out
 
 
@@ -88,8 +89,8 @@ async def _served_one(client: PaliGemmaClient, request: Request, scene: scenes.S
         return await tools.asegment_objects(image, request.subject, client=client)
     if request.task == "ocr":
         return await tools.aread_text(image, client=client)
-    if request.task in ("caption", "describe"):
-        return await tools.acaption_image(image, detail="short" if request.task == "caption" else "long", client=client)
+    if request.task in CAPTION_DETAIL:
+        return await tools.acaption_image(image, detail=CAPTION_DETAIL[request.task], client=client)
     if request.task == "question":
         return await tools.agenerate_question(image, request.subject, client=client)
     question = request.prompt.removeprefix("answer en ")
@@ -165,9 +166,8 @@ def _typed(request: Request, scene: scenes.Scene, text: str, decoder: VaeDecoder
         return parsing.parse_segments(text, width=width, height=height, decoder=decoder, prompt=request.prompt)
     if request.task == "ocr":
         return TextResult(**common, text=text.strip())
-    if request.task in ("caption", "describe"):
-        detail: Literal["short", "long"] = "short" if request.task == "caption" else "long"
-        return CaptionResult(**common, detail=detail, lang="en", caption=text.strip())
+    if request.task in CAPTION_DETAIL:
+        return CaptionResult(**common, detail=CAPTION_DETAIL[request.task], lang="en", caption=text.strip())
     if request.task == "question":
         return QuestionResult(**common, answer=request.subject, lang="en", question=text.strip())
     return AnswerResult(**common, question=request.prompt, lang="en", answer=text.strip())

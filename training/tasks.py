@@ -189,7 +189,7 @@ def color(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exampl
     if not single:
         return None
     shape = sorted(single)[int(rng.integers(len(single)))]
-    question = prompts.answer(f"what color is the {shape}?", "en")
+    question = prompts.answer(color_question(shape), "en")
     return Example("color", question, single[shape].color, _indices(scene, [single[shape]]))
 
 
@@ -208,9 +208,9 @@ def askable_colors(scene: Scene) -> dict[str, ShapeObject]:
     return {c: o for c, o in sorted(by_color.items()) if o.shape in by_shape}
 
 
-def question_text(obj: ShapeObject) -> str:
-    """The question `question en COLOR` answers with, for the object of that colour."""
-    return f"what color is the {obj.shape}?"
+def color_question(shape: str) -> str:
+    """`what color is the SHAPE?`: the question `answer en` asks and `question en COLOR` answers with."""
+    return f"what color is the {shape}?"
 
 
 def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Example | None:
@@ -221,7 +221,7 @@ def question(rng: np.random.Generator, scene: Scene, codes_for: CodesFor) -> Exa
     chosen = list(asked)[int(rng.integers(len(asked)))]
     asked_about = asked[chosen]
     return Example(
-        "question", prompts.question(chosen, "en"), question_text(asked_about), _indices(scene, [asked_about])
+        "question", prompts.question(chosen, "en"), color_question(asked_about.shape), _indices(scene, [asked_about])
     )
 
 
