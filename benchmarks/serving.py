@@ -55,7 +55,12 @@ SERVED: dict[str, tuple[ServeOptions, dict[str, str]]] = {
     # vLLM's token budget per step is 2048 without chunked prefill (which prefix attention turns
     # off): 7 prompts of the random model's 266 tokens, so 16 arrivals take three prefill steps
     "prefill-8k": (ServeOptions(model="", vllm_args=("--max-num-batched-tokens", "8192")), {}),
+    # the default server, the client sending images at 896 px on the shorter side (what the tools
+    # sent the tiny shapes model before they knew it sees 288 px)
+    "send-896": (ServeOptions(model=""), {}),
 }
+# Client configurations: the shorter side the tools send images at, where not the model's own.
+SEND_SIDE_PX: dict[str, int] = {"send-896": 896}
 
 
 @contextmanager
@@ -115,7 +120,12 @@ def measure_served(
     started = time.perf_counter()
     with exported(env), serve.running(the_plan, echo=False, timeout_s=900):
         cold = time.perf_counter() - started
-        client = PaliGemmaClient(base_url=the_plan.command.base_url, timeout_s=900, max_concurrency=64)
+        client = PaliGemmaClient(
+            base_url=the_plan.command.base_url,
+            timeout_s=900,
+            max_concurrency=64,
+            send_min_side_px=SEND_SIDE_PX.get(name),
+        )
         with client:
             body = {"ignore_eos": True, "min_tokens": new_tokens}
 

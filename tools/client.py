@@ -30,6 +30,7 @@ from tools.errors import (
 )
 from tools.image_policy import ImagePolicy
 from tools.images import SEND_MIN_SIDE_PX, EncodedImage, model_input_px
+from tools.vae_checkpoint import TINY_SHAPES_INPUT_PX, uses_tiny_shapes_vae
 
 if TYPE_CHECKING:
     import openai
@@ -282,10 +283,12 @@ class PaliGemmaClient:
 
         As configured, else the square the checkpoint's name says it sees (a 448 px model uses
         nothing beyond 448 px, and the smaller image costs less to encode, send and decode on
-        the server), else 896 px, the most any PaliGemma 2 sees.
+        the server) or the tiny shapes model's 288 px, else 896 px, the most any PaliGemma 2 sees.
         """
         if self.send_min_side_px is not None:
             return self.send_min_side_px
+        if uses_tiny_shapes_vae(model):
+            return TINY_SHAPES_INPUT_PX
         return model_input_px(model) or SEND_MIN_SIDE_PX
 
     # --- completions ---------------------------------------------------------------------

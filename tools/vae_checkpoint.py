@@ -23,6 +23,7 @@ from tools.vae_decoder import VAE_OID_SHA256, VAE_OID_SIZE, VAE_OID_URL, VaeDeco
 
 __all__ = [
     "ENV_VAR",
+    "TINY_SHAPES_INPUT_PX",
     "TINY_SHAPES_MODEL",
     "TINY_SHAPES_VAE_PATH",
     "default_cache_dir",
@@ -40,6 +41,9 @@ _CHUNK_BYTES: Final = 1 << 16
 # draws its masks with its own small VQ-VAE, shipped here (docs/tiny-model.md).
 TINY_SHAPES_MODEL: Final = "paligemma2-tiny-shapes"
 TINY_SHAPES_VAE_PATH: Final = Path(__file__).parent / "data" / "tiny-shapes-vae.npz"
+# ... and sees 288 x 288 px, which its name does not say (tests/server/test_tiny_trained.py
+# checks this against the shipped checkpoint's config).
+TINY_SHAPES_INPUT_PX: Final = 288
 
 logger = logging.getLogger(__name__)
 

@@ -782,6 +782,8 @@ def test_encode_for_model_min_side_px() -> None:
         pytest.param("3b-mix-224", 224, id="preset-224"),
         pytest.param("/models/paligemma2-3b-mix-448-finetuned", 448, id="local-folder-with-size"),
         pytest.param("tiny-paligemma2", 896, id="no-size-in-name-sends-the-largest"),
+        pytest.param("paligemma2-tiny-shapes", 288, id="the-tiny-shapes-model-sees-288"),
+        pytest.param("/srv/paligemma2-tiny-shapes/", 288, id="the-tiny-shapes-model-by-path"),
         pytest.param("paligemma-v2240", 896, id="digits-inside-a-word-are-no-size"),
     ],
 )
