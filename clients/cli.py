@@ -175,7 +175,7 @@ def _make_tiny_model(args: argparse.Namespace, rest: list[str]) -> int:
 def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train-tiny",
-        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 434 minutes on 2 cores)",
+        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 522 minutes on 2 cores)",
         description=(
             "Reproduces the shipped tiny model from its seed: "
             "`paligemma train-tiny --out server/checkpoints/paligemma2-tiny-shapes "
@@ -278,6 +278,19 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--speaking-steps",
         type=_count,
         help=f"steps of each speaking stage (default {defaults.speaking_steps})",
+    )
+    p.add_argument(
+        "--deepened-text-layers",
+        type=_count,
+        help=(
+            "text layers added at the end, followed by a reading, a speaking and a settling stage"
+            f" (default {defaults.deepened_text_layers}; 0: none)"
+        ),
+    )
+    p.add_argument(
+        "--deepened-steps",
+        type=_count,
+        help=f"steps of each stage after adding the text layers (default {defaults.deepened_steps})",
     )
     p.add_argument(
         "--reading-stage-only",

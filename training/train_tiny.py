@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from server.tiny_model import TinyArchitecture, build_processor, build_tokenizer, paligemma_config, save_checkpoint
-from training import grounding, patch_targets, resolution, scenes, tasks, vae
+from training import depth, grounding, patch_targets, resolution, scenes, tasks, vae
 from training.prefix_lm import model_inputs, pad_prefix_lm
 
 if TYPE_CHECKING:
@@ -181,6 +181,13 @@ class TrainSettings:
     speaking_rounds: int = 2
     speaking_steps: int = 1500
     speaking_share: float = 0.5
+    # Last of all, the text model made deeper by this many layers (training.depth: copies of the
+    # last layers that add nothing until trained), then a reading, a speaking and a settling stage
+    # of `deepened_steps` each: with 4 text layers, what put the boxes back after reading took the
+    # reading away again (docs/tiny-model.md, "Reading at 384 px" and "A deeper text model").
+    # 0 layers or 0 steps: none.
+    deepened_text_layers: int = 2
+    deepened_steps: int = 1200
 
 
 def shape_codes(vae_path: Path) -> dict[str, tuple[int, ...]]:
@@ -706,8 +713,8 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     then `rereading_passes` times a reading and a settling stage again; then, at
     `raised_image_size_px` (`raise_resolution`), `raised_passes` times more and the last settling
     stages; then, at TRAINED_ARCHITECTURE's size, `final_passes` times more and the final settling
-    stages; last, `speaking_rounds` times the speaking stage (`speak`) and a settling stage. Each
-    pass trains at the checkpoint's own resolution. The same whether run on from `train` or by
+    stages; then `speaking_rounds` times the speaking stage (`speak`) and a settling stage; last,
+    `deepen`. Each pass trains at the checkpoint's own resolution. The same whether run on from `train` or by
     `--reading-stage-only` in a new process: each pass's heads start from their own seed."""
     _reading_pass(out, vae_path, settings, letters=True, settling_rounds=settings.settling_rounds)
     for _ in range(settings.rereading_passes if settings.reading_steps else 0):
@@ -727,7 +734,28 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
         speak(out, vae_path, settings)
         if settings.settling_steps:
             settle_again(out, vae_path, settings)
+    if settings.deepened_text_layers and settings.deepened_steps:
+        deepen(out, vae_path, settings)
     return out
+
+
+def deepen(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
+    """The checkpoint in `out` with `deepened_text_layers` more text layers (training.depth: it
+    answers as before), then a reading stage, a speaking stage and a settling stage of
+    `deepened_steps` steps each, saved back into `out`."""
+    from transformers import PaliGemmaForConditionalGeneration
+
+    model = PaliGemmaForConditionalGeneration.from_pretrained(out)
+    log = TrainLog.read(out / "train_log.json")
+    tokenizer = build_tokenizer()
+    arch = resolution.architecture_of(model, TRAINED_ARCHITECTURE)
+    deeper = depth.deepened(model, tokenizer, arch, settings.deepened_text_layers)
+    _save(deeper, tokenizer, settings, out, log, len(log.losses))
+    steps = settings.deepened_steps
+    staged = replace(settings, reading_steps=steps, speaking_steps=steps, settling_steps=steps)
+    _reading_pass(out, vae_path, staged, letters=False, settling_rounds=0)
+    speak(out, vae_path, staged)
+    return settle_again(out, vae_path, staged)
 
 
 def settle_again(out: Path, vae_path: Path, settings: TrainSettings) -> Path:

@@ -70,7 +70,7 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
 
     settings = TrainSettings(
         steps=3, batch=4, warmup=1, save_every=3, binding_steps=0, first_letter_steps=0, letter_steps=0,
-        reading_steps=0, speaking_steps=0,
+        reading_steps=0, speaking_steps=0, deepened_steps=0,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
@@ -86,19 +86,22 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
     settings = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
         first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1, settling_rounds=2,
-        rereading_passes=1, raised_passes=1, speaking_rounds=1, speaking_steps=1,
+        rereading_passes=1, raised_passes=1, speaking_rounds=1, speaking_steps=1, deepened_text_layers=1,
+        deepened_steps=1,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
     # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1, raised to 224 px:
     # reading 1, settling 1, then the last settling 1; raised to 288 px: reading 1, settling 1, then
-    # the final settling 1; speaking 1 and its settling 1
-    assert log["steps_done"] == 18 and len(log["losses"]) == 18 and len(log["grounding_losses"]) == 16
-    assert [step for step, _ in log["name_dependence_nats"]] == list(range(18))
+    # the final settling 1; speaking 1 and its settling 1; one text layer more: reading 1, speaking
+    # 1, settling 1
+    assert log["steps_done"] == 21 and len(log["losses"]) == 21 and len(log["grounding_losses"]) == 19
+    assert [step for step, _ in log["name_dependence_nats"]] == list(range(21))
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
-    assert len(log["aux_losses"]) == 15  # the main stage's two, then every later stage's letter loss
+    assert len(log["aux_losses"]) == 18  # the main stage's two, then every later stage's letter loss
+    assert json.loads((out / "config.json").read_text())["text_config"]["num_hidden_layers"] == 5
     config = json.loads((out / "config.json").read_text())["vision_config"]
     assert (config["image_size"], config["patch_size"]) == (288, 16) == (
         TRAINED_ARCHITECTURE.image_size_px, TRAINED_ARCHITECTURE.patch_size_px,
@@ -110,7 +113,7 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
 def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_stage(tmp_path: Path) -> None:
     settings = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=0, first_letter_steps=2,
-        letter_batch=3, letter_steps=0, reading_steps=0, speaking_steps=0,
+        letter_batch=3, letter_steps=0, reading_steps=0, speaking_steps=0, deepened_steps=0,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
@@ -125,11 +128,11 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
 
     before = TrainSettings(
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=1, last_binding_steps=0,
-        first_letter_steps=1, letter_batch=3, letter_steps=0, reading_steps=0, speaking_steps=0,
+        first_letter_steps=1, letter_batch=3, letter_steps=0, reading_steps=0, speaking_steps=0, deepened_steps=0,
     )  # fmt: skip
     reading = replace(
         before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2, rereading_passes=1,
-        raised_passes=1, speaking_rounds=1, speaking_steps=1,
+        raised_passes=1, speaking_rounds=1, speaking_steps=1, deepened_text_layers=1, deepened_steps=1,
     )  # fmt: skip
     one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
     continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
@@ -258,7 +261,7 @@ def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureF
     stages = ("steps", "binding_steps", "last_binding_steps", "letter_steps", "first_letter_steps", "reading_steps")
     passes = (
         "settling_rounds", "rereading_passes", "raised_passes", "last_settling_rounds", "final_passes",
-        "final_settling_rounds", "speaking_rounds", "speaking_steps",
+        "final_settling_rounds", "speaking_rounds", "speaking_steps", "deepened_text_layers", "deepened_steps",
     )  # fmt: skip
     for name in (*stages, *passes):
         assert hasattr(flags, name) and name in TrainSettings.__dataclass_fields__  # every stage flag is a setting
