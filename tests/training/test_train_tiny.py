@@ -132,8 +132,8 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
     )  # fmt: skip
     reading = replace(
         before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2, rereading_passes=1,
-        raised_passes=1, speaking_rounds=1, speaking_steps=1, deepened_text_layers=1, deepened_steps=1,
-    )  # fmt: skip
+        raised_passes=1, speaking_rounds=1, speaking_steps=1,
+    )  # fmt: skip  # the deepened stages: test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log
     one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
     continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
     torch.rand(1000)  # whatever the process did before does not matter
