@@ -41,7 +41,7 @@ _CHUNK_BYTES: Final = 1 << 16
 # draws its masks with its own small VQ-VAE, shipped here (docs/tiny-model.md).
 TINY_SHAPES_MODEL: Final = "paligemma2-tiny-shapes"
 TINY_SHAPES_VAE_PATH: Final = Path(__file__).parent / "data" / "tiny-shapes-vae.npz"
-# ... and sees 288 x 288 px, which its name does not say (tests/server/test_tiny_trained.py
+# ... and sees 288 x 288 px, which its name does not say (tests/server/test_trained_tiny.py
 # checks this against the shipped checkpoint's config).
 TINY_SHAPES_INPUT_PX: Final = 288
 

@@ -130,10 +130,11 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=1, last_binding_steps=0,
         first_letter_steps=1, letter_batch=3, letter_steps=0, reading_steps=0, speaking_steps=0, deepened_steps=0,
     )  # fmt: skip
+    # (the deepened stages are left to test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log)
     reading = replace(
         before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2, rereading_passes=1,
         raised_passes=1, speaking_rounds=1, speaking_steps=1,
-    )  # fmt: skip  # the deepened stages: test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log
+    )  # fmt: skip
     one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
     continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
     torch.rand(1000)  # whatever the process did before does not matter
