@@ -11,6 +11,7 @@ sentences: captions, descriptions and generated questions.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,6 +268,10 @@ LONG_WORDS = "words of 6-8 letters"
 NARROW_LETTERS = "letters under 16 px at the model's input"
 MIDDLE_LETTERS = "letters of 16-24 px"
 WIDE_LETTERS = "letters of 24 px and more"
+# And the words with what the tiny model misreads most often: an `I`, the narrowest letter
+# (mostly left out), or one letter twice in a row (read once or three times).
+WITH_AN_I = "words with an I"
+WITH_DOUBLED = "words with a doubled letter"
 
 
 def length_kind(word: str) -> str:
@@ -285,6 +290,12 @@ def letter_width_px(scene: scenes.Scene, input_size_px: int) -> float:
 def letters_kind(width_px: float) -> str:
     """Which of the three widths of letters (NARROW_LETTERS ...) `width_px` is."""
     return NARROW_LETTERS if width_px < 16 else MIDDLE_LETTERS if width_px < 24 else WIDE_LETTERS
+
+
+def misread_kinds(word: str) -> list[str]:
+    """Which of WITH_AN_I and WITH_DOUBLED `word` is (either, both or neither)."""
+    doubled = any(a == b for a, b in itertools.pairwise(word))
+    return [kind for kind, holds in ((WITH_AN_I, "I" in word), (WITH_DOUBLED, doubled)) if holds]
 
 
 def model_input_size_px(model_dir: Path) -> int:
@@ -308,6 +319,7 @@ def score(
     exact: dict[str, list[bool]] = {task: [] for task in ("ocr", "count", "color", "caption", "describe", "question")}
     ocr_by_length: dict[str, list[bool]] = {SHORT_WORDS: [], LONG_WORDS: []}
     ocr_by_width: dict[str, list[bool]] = {NARROW_LETTERS: [], MIDDLE_LETTERS: [], WIDE_LETTERS: []}
+    ocr_by_letters: dict[str, list[bool]] = {WITH_AN_I: [], WITH_DOUBLED: []}
     letters_right: list[bool] = []  # per letter of each word: the answer has it at its place
     for request, result in zip(requests, results, strict=True):
         scene = held_out[request.scene]
@@ -326,6 +338,8 @@ def score(
             exact["ocr"].append(read == request.expected)
             ocr_by_length[length_kind(request.expected)].append(exact["ocr"][-1])
             ocr_by_width[letters_kind(letter_width_px(scene, input_size_px))].append(exact["ocr"][-1])
+            for kind in misread_kinds(request.expected):
+                ocr_by_letters[kind].append(exact["ocr"][-1])
             letters_right += [i < len(read) and read[i] == letter for i, letter in enumerate(request.expected)]
         elif isinstance(result, AnswerResult):
             exact[request.task].append(result.answer.strip() == request.expected)
@@ -340,6 +354,7 @@ def score(
         "OCR exact": _mean(exact["ocr"]),
         **{f"OCR exact, {length}": _mean(hits) for length, hits in ocr_by_length.items()},
         **{f"OCR exact, {width}": _mean(hits) for width, hits in ocr_by_width.items()},
+        **{f"OCR exact, {letters}": _mean(hits) for letters, hits in ocr_by_letters.items()},
         "OCR letters at their place": _mean(letters_right),
         "VQA count exact": _mean(exact["count"]),
         "VQA colour exact": _mean(exact["color"]),

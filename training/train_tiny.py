@@ -736,6 +736,17 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
             settle_again(out, vae_path, settings)
     if settings.deepened_text_layers and settings.deepened_steps:
         deepen(out, vae_path, settings)
+    return record_run(out, settings)
+
+
+def record_run(out: Path, settings: TrainSettings) -> Path:
+    """The checkpoint in `out` saved once more with the run's own settings in train_log.json (and
+    its README): each stage saves the settings it ran with (`deepen`'s stages their step counts)."""
+    from transformers import PaliGemmaForConditionalGeneration
+
+    log = TrainLog.read(out / "train_log.json")
+    model = PaliGemmaForConditionalGeneration.from_pretrained(out)
+    _save(model, build_tokenizer(), settings, out, log, len(log.losses))
     return out
 
 

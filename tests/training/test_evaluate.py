@@ -56,6 +56,28 @@ def test_ocr_is_scored_by_the_width_of_the_letters_where_the_model_sees_them(
 
 
 @pytest.mark.parametrize(
+    ("word", "kinds"),
+    [
+        ("ABC", []),
+        ("LIAR", [evaluate.WITH_AN_I]),
+        ("APPLE", [evaluate.WITH_DOUBLED]),
+        ("TIIZ", [evaluate.WITH_AN_I, evaluate.WITH_DOUBLED]),
+        ("ABAB", []),  # twice, but not in a row
+    ],
+)
+def test_ocr_is_scored_by_the_letters_read_wrong_most(word: str, kinds: list[str]) -> None:
+    assert evaluate.misread_kinds(word) == kinds
+    scene = Scene(Image.new("RGB", (100, 50), (240, 240, 240)), (), Word(word, (10, 10, 90, 30)))
+    request = evaluate.Request(0, "ocr", prompts.ocr(), expected=word)
+    wrong = TextResult(image_width=100, image_height=50, prompt="ocr", model="m", raw_text="X", text="X")
+    figures = evaluate.score(
+        [scene, scene], [request, request], [wrong, wrong.model_copy(update={"text": word})], input_size_px=224
+    )
+    for kind in (evaluate.WITH_AN_I, evaluate.WITH_DOUBLED):
+        assert figures[f"OCR exact, {kind}"] == (0.5 if kind in kinds else 0.0)
+
+
+@pytest.mark.parametrize(
     ("described", "asked", "description", "question"),
     [
         ("a red circle at the top left and a blue square at the bottom right", "what color is the square?", 1.0, 1.0),
