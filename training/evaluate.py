@@ -269,7 +269,7 @@ NARROW_LETTERS = "letters under 16 px at the model's input"
 MIDDLE_LETTERS = "letters of 16-24 px"
 WIDE_LETTERS = "letters of 24 px and more"
 # And the words with what the tiny model misreads most often: an `I`, the narrowest letter
-# (mostly left out), or one letter twice in a row (read once or three times).
+# (mostly left out), or one letter twice in a row.
 WITH_AN_I = "words with an I"
 WITH_DOUBLED = "words with a doubled letter"
 
