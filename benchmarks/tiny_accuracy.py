@@ -51,7 +51,7 @@ def main() -> None:
     words = [s for s in held_out if s.word is not None]
     lengths = Counter(evaluate.length_kind(r.expected) for r in requests if r.task == "ocr")
     widths = Counter(evaluate.letters_kind(evaluate.letter_width_px(s, size_px)) for s in words)
-    misread = Counter(kind for s in words if s.word is not None for kind in evaluate.misread_kinds(s.word.text))
+    misread = Counter(kind for r in requests if r.task == "ocr" for kind in evaluate.misread_kinds(r.expected))
     print("words to read: " + ", ".join(f"{kind} {n}" for kind, n in (lengths + widths + misread).items()))
     if args.baselines_only:
         return

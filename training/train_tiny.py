@@ -744,10 +744,15 @@ def record_run(out: Path, settings: TrainSettings) -> Path:
     its README): each stage saves the settings it ran with (`deepen`'s stages their step counts)."""
     from transformers import PaliGemmaForConditionalGeneration
 
-    log = TrainLog.read(out / "train_log.json")
-    model = PaliGemmaForConditionalGeneration.from_pretrained(out)
-    _save(model, build_tokenizer(), settings, out, log, len(log.losses))
+    _save_over(PaliGemmaForConditionalGeneration.from_pretrained(out), build_tokenizer(), settings, out)
     return out
+
+
+def _save_over(model: Any, tokenizer: Any, settings: TrainSettings, out: Path) -> None:
+    """Save `model` as the checkpoint in `out`, which it replaces between stages: its
+    train_log.json kept as it is, with `settings`."""
+    log = TrainLog.read(out / "train_log.json")
+    _save(model, tokenizer, settings, out, log, len(log.losses))
 
 
 def deepen(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
@@ -757,11 +762,9 @@ def deepen(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     from transformers import PaliGemmaForConditionalGeneration
 
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
-    log = TrainLog.read(out / "train_log.json")
     tokenizer = build_tokenizer()
     arch = resolution.architecture_of(model, TRAINED_ARCHITECTURE)
-    deeper = depth.deepened(model, tokenizer, arch, settings.deepened_text_layers)
-    _save(deeper, tokenizer, settings, out, log, len(log.losses))
+    _save_over(depth.deepened(model, tokenizer, arch, settings.deepened_text_layers), tokenizer, settings, out)
     steps = settings.deepened_steps
     staged = replace(settings, reading_steps=steps, speaking_steps=steps, settling_steps=steps)
     _reading_pass(out, vae_path, staged, letters=False, settling_rounds=0)
@@ -784,9 +787,8 @@ def raise_resolution(out: Path, settings: TrainSettings, image_size_px: int) -> 
     arch = replace(TRAINED_ARCHITECTURE, image_size_px=image_size_px)
     if resolution.architecture_of(model, TRAINED_ARCHITECTURE) == arch:
         return out
-    log = TrainLog.read(out / "train_log.json")
     tokenizer = build_tokenizer()
-    _save(resolution.raised(model, tokenizer, arch), tokenizer, settings, out, log, len(log.losses))
+    _save_over(resolution.raised(model, tokenizer, arch), tokenizer, settings, out)
     return out
 
 
