@@ -22,7 +22,8 @@ from server import serve
 from server.model_source import TINY_NAME, resolve
 from server.process import free_port
 from server.vllm_command import ServeOptions
-from tools.vae_checkpoint import ENV_VAR, TINY_SHAPES_VAE_PATH, load_vae_decoder
+from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
+from tools.vae_checkpoint import ENV_VAR, load_vae_decoder
 from training import evaluate
 
 GOALS = {

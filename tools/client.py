@@ -30,7 +30,7 @@ from tools.errors import (
 )
 from tools.image_policy import ImagePolicy
 from tools.images import SEND_MIN_SIDE_PX, EncodedImage, model_input_px
-from tools.vae_checkpoint import TINY_SHAPES_INPUT_PX, uses_tiny_shapes_vae
+from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX, is_tiny_shapes_model
 
 if TYPE_CHECKING:
     import openai
@@ -287,7 +287,7 @@ class PaliGemmaClient:
         """
         if self.send_min_side_px is not None:
             return self.send_min_side_px
-        if uses_tiny_shapes_vae(model):
+        if is_tiny_shapes_model(model):
             return TINY_SHAPES_INPUT_PX
         return model_input_px(model) or SEND_MIN_SIDE_PX
 

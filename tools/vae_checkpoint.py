@@ -19,17 +19,14 @@ from typing import Final
 import httpx2
 
 from tools.errors import CheckpointError
+from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH, is_tiny_shapes_model
 from tools.vae_decoder import VAE_OID_SHA256, VAE_OID_SIZE, VAE_OID_URL, VaeDecoder
 
 __all__ = [
     "ENV_VAR",
-    "TINY_SHAPES_INPUT_PX",
-    "TINY_SHAPES_MODEL",
-    "TINY_SHAPES_VAE_PATH",
     "default_cache_dir",
     "load_vae_decoder",
     "locate_vae_checkpoint",
-    "uses_tiny_shapes_vae",
 ]
 
 ENV_VAR: Final = "PALIGEMMA_VAE_PATH"
@@ -37,13 +34,6 @@ FILE_NAME: Final = "vae-oid.npz"
 # Generous for the 8.5 MB file, small enough that a wrong URL cannot fill the disk.
 MAX_DOWNLOAD_BYTES: Final = 2 * VAE_OID_SIZE
 _CHUNK_BYTES: Final = 1 << 16
-# The tiny PaliGemma 2 trained on the synthetic shapes domain (`paligemma serve --model tiny`)
-# draws its masks with its own small VQ-VAE, shipped here (docs/tiny-model.md).
-TINY_SHAPES_MODEL: Final = "paligemma2-tiny-shapes"
-TINY_SHAPES_VAE_PATH: Final = Path(__file__).parent / "data" / "tiny-shapes-vae.npz"
-# ... and sees 288 x 288 px, which its name does not say (tests/server/test_trained_tiny.py
-# checks this against the shipped checkpoint's config).
-TINY_SHAPES_INPUT_PX: Final = 288
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +42,6 @@ def default_cache_dir() -> Path:
     """The user cache directory for paligemma-tools: `$XDG_CACHE_HOME/paligemma-tools` or `~/.cache/paligemma-tools`."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "paligemma-tools"
-
-
-def uses_tiny_shapes_vae(model: str | None) -> bool:
-    """Whether `model` (a served model name or checkpoint path) is the tiny shapes model."""
-    return model is not None and Path(model.rstrip("/")).name == TINY_SHAPES_MODEL
 
 
 def _how_to_get_it(cache_file: Path, url: str) -> str:
@@ -89,7 +74,7 @@ def locate_vae_checkpoint(
     env_path = os.environ.get(ENV_VAR)
     if env_path:
         return _existing_file(Path(env_path), f"${ENV_VAR}", cache_file, url)
-    if uses_tiny_shapes_vae(model):
+    if is_tiny_shapes_model(model):
         return _existing_file(TINY_SHAPES_VAE_PATH, f"shipped for {model}", cache_file, url)
     if cache_file.is_file():
         return cache_file

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import numpy as np
 
 from server.model_source import TINY_NAME, resolve
-from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH
+from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
 from training import finetune_data, finetune_eval
 from training.finetune_data import FinetuneError, MaskEncoder, Record, Task
 from training.prefix_lm import pad_prefix_lm

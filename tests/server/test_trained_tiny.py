@@ -9,7 +9,7 @@ import sys
 from server.model_source import TINY_NAME, TINY_TRAINED_DIR, resolve
 from server.presets import max_model_len
 from server.tiny_model import is_random_tiny_model, is_tiny_model
-from tools.vae_checkpoint import TINY_SHAPES_INPUT_PX, TINY_SHAPES_MODEL, uses_tiny_shapes_vae
+from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX, TINY_SHAPES_MODEL, is_tiny_shapes_model
 
 MAX_CHECKPOINT_BYTES = 25 * 1024 * 1024
 
@@ -18,7 +18,7 @@ def test_tiny_resolves_to_the_shipped_trained_checkpoint() -> None:
     source = resolve(TINY_NAME)
     assert source.location == str(TINY_TRAINED_DIR.resolve())
     assert source.served_name == TINY_SHAPES_MODEL  # the name the tools pick the tiny VQ-VAE by
-    assert uses_tiny_shapes_vae(source.served_name)
+    assert is_tiny_shapes_model(source.served_name)
     assert source.is_local and source.is_tiny
     assert is_tiny_model(TINY_TRAINED_DIR) and not is_random_tiny_model(TINY_TRAINED_DIR)
 

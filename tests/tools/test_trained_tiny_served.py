@@ -9,7 +9,7 @@ import pytest
 import tools
 from tests.server_pool import TinyServer
 from tools import answer_text, geometry
-from tools.vae_checkpoint import TINY_SHAPES_MODEL, TINY_SHAPES_VAE_PATH
+from tools.tiny_shapes_model import TINY_SHAPES_MODEL, TINY_SHAPES_VAE_PATH
 from training.scenes import make_scene, object_mask
 from training.train_tiny import shape_codes
 

@@ -11,7 +11,8 @@ import pytest
 
 from tools import parsing
 from tools.masks import paste_mask
-from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH, load_vae_decoder
+from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
+from tools.vae_checkpoint import load_vae_decoder
 from training import finetune_data, star_scenes, vae
 from training.finetune_data import DatasetError, Record
 

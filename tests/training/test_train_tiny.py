@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from server.tiny_model import build_processor, build_tokenizer
-from tools.vae_checkpoint import TINY_SHAPES_VAE_PATH
+from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
 from training import tasks
 from training.scenes import make_scene
 from training.train_tiny import (

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.torch_vae import torch_decoder
-from tools.vae_checkpoint import TINY_SHAPES_MODEL, TINY_SHAPES_VAE_PATH, load_vae_decoder, locate_vae_checkpoint
+from tools.tiny_shapes_model import TINY_SHAPES_MODEL, TINY_SHAPES_VAE_PATH
+from tools.vae_checkpoint import load_vae_decoder, locate_vae_checkpoint
 from tools.vae_decoder import _EXPECTED_SHAPES
 from training import vae
 from training.scenes import SHAPES
