@@ -25,7 +25,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -44,23 +44,32 @@ BATCH = 16
 GOAL_VS_LOOP = 3.0  # served at 16 concurrent, against the one-at-a-time loop
 GOAL_VS_BATCHED = 1.0  # served at 16 concurrent, against generate over batches of 16
 GOAL_LATENCY = 1.3  # single served request latency, at most this times the loop's
-# Server configurations: options, and environment variables exported around the start (a
-# variable the user exported wins over serve's default, see server/serve.py).
-SERVED: dict[str, tuple[ServeOptions, dict[str, str]]] = {
-    "default": (ServeOptions(model=""), {}),
-    "compiled": (ServeOptions(model="", eager=False), {}),
-    "eager": (ServeOptions(model="", eager=True), {}),
-    "one-process": (ServeOptions(model=""), {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
-    "worker-process": (ServeOptions(model=""), {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A served configuration: `serve`'s options, environment variables exported around the
+    start (a variable the user exported wins over serve's default, see server/serve.py), and
+    the shorter side the client sends images at, where not the model's own."""
+
+    options: ServeOptions = field(default_factory=lambda: ServeOptions(model=""))
+    env: dict[str, str] = field(default_factory=dict)
+    send_side_px: int | None = None
+
+
+SERVED: dict[str, Configuration] = {
+    "default": Configuration(),
+    "compiled": Configuration(ServeOptions(model="", eager=False)),
+    "eager": Configuration(ServeOptions(model="", eager=True)),
+    "one-process": Configuration(env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}),
+    "worker-process": Configuration(env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}),
     # vLLM's token budget per step is 2048 without chunked prefill (which prefix attention turns
     # off): 7 prompts of the random model's 266 tokens, so 16 arrivals take three prefill steps
-    "prefill-8k": (ServeOptions(model="", vllm_args=("--max-num-batched-tokens", "8192")), {}),
+    "prefill-8k": Configuration(ServeOptions(model="", vllm_args=("--max-num-batched-tokens", "8192"))),
     # the default server, the client sending images at 896 px on the shorter side (what the tools
     # sent the tiny shapes model before they knew it sees 288 px)
-    "send-896": (ServeOptions(model=""), {}),
+    "send-896": Configuration(send_side_px=896),
 }
-# Client configurations: the shorter side the tools send images at, where not the model's own.
-SEND_SIDE_PX: dict[str, int] = {"send-896": 896}
 
 
 @contextmanager
@@ -112,8 +121,9 @@ def served_photos(requests: int) -> list[bytes]:
 def measure_served(
     name: str, checkpoint: str, requests: int, fresh: list[bytes], new_tokens: int, vllm_args: tuple[str, ...]
 ) -> Served:
-    base, env = SERVED[name]
-    options = replace(base, model=checkpoint, port=free_port(), vllm_args=vllm_args)
+    configuration = SERVED[name]
+    env = configuration.env
+    options = replace(configuration.options, model=checkpoint, port=free_port(), vllm_args=vllm_args)
     with exported(env):
         the_plan = serve.plan(options, device="cpu")
     print(f"[{name}] {' '.join(f'{k}={v}' for k, v in env.items())} {the_plan.command.shell()}", flush=True)
@@ -124,7 +134,7 @@ def measure_served(
             base_url=the_plan.command.base_url,
             timeout_s=900,
             max_concurrency=64,
-            send_min_side_px=SEND_SIDE_PX.get(name),
+            send_min_side_px=configuration.send_side_px,
         )
         with client:
             body = {"ignore_eos": True, "min_tokens": new_tokens}
