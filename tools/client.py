@@ -30,7 +30,6 @@ from tools.errors import (
 )
 from tools.image_policy import ImagePolicy
 from tools.images import SEND_MIN_SIDE_PX, EncodedImage, model_input_px
-from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX, is_tiny_shapes_model
 
 if TYPE_CHECKING:
     import openai
@@ -287,8 +286,6 @@ class PaliGemmaClient:
         """
         if self.send_min_side_px is not None:
             return self.send_min_side_px
-        if is_tiny_shapes_model(model):
-            return TINY_SHAPES_INPUT_PX
         return model_input_px(model) or SEND_MIN_SIDE_PX
 
     # --- completions ---------------------------------------------------------------------

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tools.errors import ImageError
 from tools.image_limits import check_cost, check_metadata, check_pixels
 from tools.image_policy import MIB, ImagePolicy
+from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX, is_tiny_shapes_model
 
 # The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
 # every image to a square, so an image whose shorter side is 896 px loses nothing it uses.
@@ -401,7 +402,10 @@ def encode_for_model(loaded: LoadedImage, *, min_side_px: int = SEND_MIN_SIDE_PX
 
 
 def model_input_px(model: str) -> int | None:
-    """The square side in pixels a PaliGemma checkpoint sees, when its name says it (`...-mix-448`: 448)."""
+    """The square side in pixels a PaliGemma checkpoint sees, when its name says it (`...-mix-448`: 448)
+    or it is the tiny shapes model (288, which its name does not say)."""
+    if is_tiny_shapes_model(model):
+        return TINY_SHAPES_INPUT_PX
     found = _MODEL_PX.findall(model)
     return int(found[-1]) if found else None
 
