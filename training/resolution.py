@@ -19,9 +19,16 @@ if TYPE_CHECKING:
 
 
 def architecture_of(model: Any, like: TinyArchitecture) -> TinyArchitecture:
-    """`like`, at the input resolution of `model`'s vision tower (a PaliGemma model)."""
-    vision = model.config.vision_config
-    return replace(like, image_size_px=vision.image_size, patch_size_px=vision.patch_size)
+    """`like`, with what the stages change read from `model` (a PaliGemma model): its vision
+    tower's input resolution and both towers' depths."""
+    vision, text = model.config.vision_config, model.config.text_config
+    return replace(
+        like,
+        image_size_px=vision.image_size,
+        patch_size_px=vision.patch_size,
+        text_layers=text.num_hidden_layers,
+        vision_layers=vision.num_hidden_layers,
+    )
 
 
 def resampled_position_embeddings(table: torch.Tensor, grid: int) -> torch.Tensor:

@@ -784,11 +784,12 @@ def raise_resolution(out: Path, settings: TrainSettings, image_size_px: int) -> 
     from transformers import PaliGemmaForConditionalGeneration
 
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
-    arch = replace(TRAINED_ARCHITECTURE, image_size_px=image_size_px)
-    if resolution.architecture_of(model, TRAINED_ARCHITECTURE) == arch:
+    arch = resolution.architecture_of(model, TRAINED_ARCHITECTURE)
+    if arch.image_size_px == image_size_px:
         return out
     tokenizer = build_tokenizer()
-    _save_over(resolution.raised(model, tokenizer, arch), tokenizer, settings, out)
+    raised = resolution.raised(model, tokenizer, replace(arch, image_size_px=image_size_px))
+    _save_over(raised, tokenizer, settings, out)
     return out
 
 

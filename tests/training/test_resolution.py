@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from server.tiny_model import build_processor, build_tokenizer, paligemma_config
 from training.resolution import architecture_of, raised, resampled_position_embeddings
-from training.train_tiny import TRAINED_ARCHITECTURE
+from training.train_tiny import TRAINED_ARCHITECTURE, TrainLog, TrainSettings, _save, raise_resolution
 
 SMALL = replace(TRAINED_ARCHITECTURE, image_size_px=96)  # a 6x6 grid, raised to 18x18
 
@@ -80,3 +82,24 @@ def test_another_patch_size_is_refused() -> None:
     other = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, replace(SMALL, patch_size_px=12)))
     with pytest.raises(ValueError, match="keeps the patch size"):
         raised(other, tokenizer, TRAINED_ARCHITECTURE)
+
+
+def test_a_deeper_checkpoint_is_raised_with_its_depth(tmp_path: Path) -> None:
+    # raise_resolution took every size but the image's from the recipe's architecture, so a
+    # checkpoint whose towers had grown (training.depth) could not be raised
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    deeper = replace(
+        SMALL, text_layers=TRAINED_ARCHITECTURE.text_layers + 2, vision_layers=TRAINED_ARCHITECTURE.vision_layers + 1
+    )
+    model = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, deeper)).eval()
+    assert architecture_of(model, TRAINED_ARCHITECTURE) == deeper
+    _save(model, tokenizer, TrainSettings(), tmp_path, TrainLog(), 0)
+    raise_resolution(tmp_path, TrainSettings(), 160)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["vision_config"]["image_size"] == 160
+    assert config["text_config"]["num_hidden_layers"] == deeper.text_layers
+    assert config["vision_config"]["num_hidden_layers"] == deeper.vision_layers
