@@ -69,6 +69,9 @@ SERVED: dict[str, Configuration] = {
     # the default server, the client sending images at 896 px on the shorter side (what the tools
     # sent the tiny shapes model before they knew it sees 288 px)
     "send-896": Configuration(send_side_px=896),
+    # the model's OpenMP threads on both cores (vLLM's own binding leaves one core to the API
+    # server and the scheduler; CPUs 0-1, a 2-core machine): tried 2026-12-04, docs/benchmarks.md
+    "bind-both": Configuration(env={"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}),
 }
 
 
