@@ -56,6 +56,11 @@ class Configuration:
     env: dict[str, str] = field(default_factory=dict)
     send_side_px: int | None = None
 
+    def serve_options(self, checkpoint: str, port: int, extra_vllm_args: tuple[str, ...] = ()) -> ServeOptions:
+        """`serve`'s options for `checkpoint`: this configuration's own vLLM arguments, then the extra ones."""
+        vllm_args = (*self.options.vllm_args, *extra_vllm_args)
+        return replace(self.options, model=checkpoint, port=port, vllm_args=vllm_args)
+
 
 SERVED: dict[str, Configuration] = {
     "default": Configuration(),
@@ -69,6 +74,12 @@ SERVED: dict[str, Configuration] = {
     # the default server, the client sending images at 896 px on the shorter side (what the tools
     # sent the tiny shapes model before they knew it sees 288 px)
     "send-896": Configuration(send_side_px=896),
+    # vLLM's CPU default admits 128 sequences a step; the benchmark offers at most 16
+    "seqs-16": Configuration(ServeOptions(model="", vllm_args=("--max-num-seqs", "16"))),
+    "seqs-32": Configuration(ServeOptions(model="", vllm_args=("--max-num-seqs", "32"))),
+    "seqs-16-prefill-8k": Configuration(
+        ServeOptions(model="", vllm_args=("--max-num-seqs", "16", "--max-num-batched-tokens", "8192"))
+    ),
     # the model's OpenMP threads on both cores (vLLM's own binding leaves one core to the API
     # server and the scheduler; CPUs 0-1, a 2-core machine): tried 2026-12-04, docs/benchmarks.md
     "bind-both": Configuration(env={"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}),
@@ -126,7 +137,7 @@ def measure_served(
 ) -> Served:
     configuration = SERVED[name]
     env = configuration.env
-    options = replace(configuration.options, model=checkpoint, port=free_port(), vllm_args=vllm_args)
+    options = configuration.serve_options(checkpoint, free_port(), vllm_args)
     with exported(env):
         the_plan = serve.plan(options, device="cpu")
     print(f"[{name}] {' '.join(f'{k}={v}' for k, v in env.items())} {the_plan.command.shell()}", flush=True)
