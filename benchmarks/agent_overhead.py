@@ -105,7 +105,7 @@ def dispatcher_work(repeats: int = 2000) -> dict[str, float]:
     handle = store.add(_png(image))
     arguments = json.dumps({"image": handle, "objects": OBJECTS})
     result = tools.parse_detections(ANSWER, width=640, height=480, prompt="detect ...")
-    prepared = _prepare("locate_objects", arguments, store, store.policy)
+    prepared = _prepare("locate_objects", arguments, store, store.policy, False)
     assert not isinstance(prepared, str)
     _, args, loaded = prepared
 
@@ -117,7 +117,7 @@ def dispatcher_work(repeats: int = 2000) -> dict[str, float]:
 
     return {
         "validate arguments + find image": per_call_us(
-            lambda: _prepare("locate_objects", arguments, store, store.policy)
+            lambda: _prepare("locate_objects", arguments, store, store.policy, False)
         ),
         "JSON for the LLM (20 objects)": per_call_us(lambda: _success(args, result, loaded, False).text),
     }

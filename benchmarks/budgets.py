@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,21 @@ BOMB_BUDGET_S, BOMB_BUDGET_MIB = 1.0, 30  # a bomb refused from its header alloc
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cases(test: Any) -> list[Any]:
+@dataclass(frozen=True)
+class Case:
+    """One `pytest.param` of the tests' tables: its id and its values."""
+
+    id: str
+    values: tuple[Any, ...]
+
+
+def params(parameter_sets: Iterable[Any]) -> list[Case]:
+    return [Case(str(p.id), tuple(p.values)) for p in parameter_sets]
+
+
+def cases(test: Any) -> list[Case]:
     """The `pytest.param` cases of a test with one parametrize mark."""
-    return list(test.pytestmark[0].args[1])
+    return params(test.pytestmark[0].args[1])
 
 
 def cpu_seconds(work: Callable[[], object]) -> float:
@@ -103,11 +116,11 @@ def agent_rows() -> list[list[str]]:
     rows = []
     with fake_endpoint(Behaviour()) as base_url:
         with tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0) as client:
-            for case in HOSTILE_CALLS:
+            for case in params(HOSTILE_CALLS):
                 seconds = cpu_seconds(functools.partial(run_tool_call, case.values[0], client=client, images=store()))
                 rows.append(row("dispatcher", case.id, seconds, CPU_BUDGET_S))
             by_name = {t.name: t for t in langchain_tools(client=client, images=store())}
-            for case in HOSTILE_ARGUMENTS:
+            for case in params(HOSTILE_ARGUMENTS):
                 name, arguments = case.values
                 message = {"type": "tool_call", "id": "call_1", "name": name, "args": arguments}
                 seconds = cpu_seconds(functools.partial(by_name[name].invoke, message))
@@ -119,7 +132,7 @@ def agent_rows() -> list[list[str]]:
             async with Client(server) as session:
                 await session.call_tool(name, arguments)
 
-        for case in HOSTILE_ARGUMENTS:
+        for case in params(HOSTILE_ARGUMENTS):
             seconds = cpu_seconds(functools.partial(anyio.run, call, *case.values))
             rows.append(row("MCP session", case.id, seconds, CPU_BUDGET_S))
     return rows
@@ -152,7 +165,7 @@ def bomb_rows() -> list[list[str]]:
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for case in BOMBS:
+        for case in params(BOMBS):
             make, policy, _ = case.values
             file = Path(folder) / "input.bin"
             file.write_bytes(make())

@@ -77,7 +77,7 @@ class TransformersLoop:
         import torch
         from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
-        model = PaliGemmaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        model = PaliGemmaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()  # type: ignore[no-untyped-call]
         return cls(model, PaliGemmaProcessor.from_pretrained(checkpoint))
 
     def generate(self, image: Image.Image, prompt: str, new_tokens: int) -> str:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import io
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,6 +133,13 @@ def served_photos(requests: int) -> list[bytes]:
     return photos(10**6, 4 + 10 + len(CONCURRENCIES) * (PASSES + 1) * requests)
 
 
+def _all_of(
+    pool: concurrent.futures.ThreadPoolExecutor, call: Callable[[bytes], float], batch: list[bytes]
+) -> list[float]:
+    """`call` on every item of `batch` through `pool`, as many at a time as the pool has threads."""
+    return list(pool.map(call, batch))
+
+
 def measure_served(
     name: str, checkpoint: str, requests: int, fresh: list[bytes], new_tokens: int, vllm_args: tuple[str, ...]
 ) -> Served:
@@ -173,7 +181,7 @@ def measure_served(
                 with concurrent.futures.ThreadPoolExecutor(c) as pool:
                     # The first pass warms this batch size up, untimed; then the timed passes.
                     batches = [take(requests) for _ in range(PASSES + 1)]
-                    walls = [timed(lambda b=b: list(pool.map(one, b)))[0] for b in batches][1:]
+                    walls = [timed(functools.partial(_all_of, pool, one, b))[0] for b in batches][1:]
                 rps[c] = rates(requests, walls)
     return Served(name, cold, latency, rps)
 
@@ -193,17 +201,19 @@ def measure_transformers(checkpoint: str, files: list[bytes], new_tokens: int) -
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
 
-    def loop() -> None:
-        for data in files:
-            model.generate(decoded(data), PROMPT, new_tokens)
-
     def batched() -> None:
         for i in range(0, len(files), BATCH):
             model.generate_batch([decoded(data) for data in files[i : i + BATCH]], PROMPT, new_tokens)
 
-    model.generate(decoded(files[0]), PROMPT, new_tokens)  # warm-up
-    one = model.generate
-    latency = median_ms([timed(lambda d=data: one(decoded(d), PROMPT, new_tokens))[0] for data in files[:10]])
+    def one(data: bytes) -> None:
+        model.generate(decoded(data), PROMPT, new_tokens)
+
+    def loop() -> None:
+        for data in files:
+            one(data)
+
+    one(files[0])  # warm-up
+    latency = median_ms([timed(functools.partial(one, data))[0] for data in files[:10]])
     loop_walls = [timed(loop)[0] for _ in range(PASSES)]
     batched()  # warm-up of the batch shape
     batched_walls = [timed(batched)[0] for _ in range(PASSES)]

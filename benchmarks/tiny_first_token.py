@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import print_table
 from server.model_source import TINY_NAME, resolve
@@ -38,7 +39,8 @@ def main() -> None:
     from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
     folder = Path(resolve(args.model).location)
-    model = PaliGemmaForConditionalGeneration.from_pretrained(folder, attn_implementation=REFERENCE_ATTENTION).eval()
+    model: Any = PaliGemmaForConditionalGeneration.from_pretrained(folder, attn_implementation=REFERENCE_ATTENTION)
+    model.eval()
     processor = PaliGemmaProcessor.from_pretrained(folder)
     first_loc = processor.tokenizer.convert_tokens_to_ids("<loc0000>")
     eos = processor.tokenizer.eos_token_id

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from openai.types.responses import ResponseFunctionToolCall
 from PIL import Image
@@ -19,6 +21,7 @@ from tests.images import data_uri, gradient_image, png_bytes
 from tests.tools.conftest import run
 from tests.tools.fake_endpoint import Behaviour, fake_endpoint
 from tools.agents import arun_tool_call, run_tool_call
+from tools.agents.dispatch import _too_deep
 from tools.image_store import ImageStore
 
 
@@ -185,6 +188,9 @@ class Weird:
 HOSTILE_CALLS = [
     pytest.param(chat_call("read_text", "[" * 100_000 + "]" * 100_000), "nest deeper than 16", id="100000-deep"),
     pytest.param(chat_call("read_text", '{"image": ' + "9" * 5000 + "}"), "cannot be read as JSON", id="5000-digits"),
+    pytest.param(
+        chat_call("read_text", '{"image": "' + '\\"[' * 300_000), "not valid JSON", id="unclosed-string-of-quotes"
+    ),
     pytest.param(chat_call("read_text", '{"image": "' + "a" * 100_000_000 + '"}'), "the limit is", id="100-MB"),
     pytest.param(chat_call("locate_objects", {"image": "img_1", "objects": ";".join(["x"] * 100_000)}), "", id="names"),
     pytest.param(chat_call("read_text", {"image": "img_1" + "\0" * 10}), "", id="nul-handle"),
@@ -247,3 +253,51 @@ def test_a_box_without_label_from_the_endpoint_keeps_the_asked_name(images: Imag
     payload = json.loads(output.messages[0]["content"])
     assert [o["label"] for o in payload["objects"]] == ["cow"]
     assert "labelled 'cow'" in payload["issues"][0]["reason"]
+
+
+def nests_deeper_one_character_at_a_time(text: str, limit: int) -> bool:
+    """The nesting check as a plain loop over the characters: what `_too_deep` must answer."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet='[]{}"\\a\n', max_size=60), st.integers(min_value=0, max_value=6))
+def test_the_nesting_check_answers_as_a_loop_over_the_characters(text: str, limit: int) -> None:
+    """Strings skipped by the regex engine (escapes, strings that never close) change nothing."""
+    assert _too_deep(text, limit) == nests_deeper_one_character_at_a_time(text, limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        pytest.param('{"image": "data:image/png;base64,' + "A" * 10_000 + '"}', False, id="data-uri"),
+        pytest.param('{"image": "[[[[[[[[[[[[[[[[[[[[[["}', False, id="brackets-in-a-string"),
+        pytest.param(
+            '{"a": "\\"[[[[[[[[[[[[[[[[[[[[[[", "b": 1}', False, id="escaped-quote-then-brackets-in-the-string"
+        ),
+        pytest.param('{"a": "\\\\"' + "[" * 20, True, id="escaped-backslash-then-brackets-outside"),
+        pytest.param('{"a": "never closes [[[[[[[[[[[[[[[[[[[[[[', False, id="unclosed-string"),
+        pytest.param("[" * 17, True, id="17-deep"),
+        pytest.param("[" * 16 + "]" * 16 + "[" * 16, False, id="16-deep-twice"),
+    ],
+)
+def test_the_nesting_check_on_written_cases(text: str, deep: bool) -> None:
+    assert _too_deep(text, 16) is deep

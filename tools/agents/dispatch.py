@@ -14,6 +14,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -72,26 +73,28 @@ def validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# A JSON string, escapes included (one that never closes runs to the end), or a run of
+# brackets: what `_too_deep` looks at, found by the regex engine at C speed.
+_STRING_OR_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]+', re.DOTALL)
+
+
 def _too_deep(text: str, limit: int) -> bool:
-    """Whether JSON `text` nests arrays or objects deeper than `limit` (one linear pass, no recursion)."""
+    """Whether JSON `text` nests arrays or objects deeper than `limit` (one linear pass, no recursion).
+
+    Arguments with at most `limit` opening brackets in all cannot nest deeper (two counts in C:
+    a megabyte data URI costs a millisecond, where a loop over its characters took 30). Others
+    are walked string by string and bracket by bracket.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
     depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
+    for token in _STRING_OR_BRACKETS.finditer(text):
+        if text[token.start()] == '"':
+            continue
+        for bracket in token[0]:
+            depth += 1 if bracket in "[{" else -1
             if depth > limit:
                 return True
-        elif ch in "]}":
-            depth -= 1
     return False
 
 
