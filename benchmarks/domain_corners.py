@@ -4,12 +4,13 @@
 
 `benchmarks.tiny_accuracy` scores held-out scenes of `training.scenes`, the generator the model
 was trained on. This script draws its own images from the written specification alone
-(docs/synthetic-domain.md), with code that shares nothing with the training's: a plain light
-background, solid shapes in colours drawn from the documented ranges, a word in Pillow's bundled
-font centred across 45-85 % of the width, at the sizes and aspects where the domain ends (64 px,
-1:2 and 2:1, 2000 px; a 4000x3000 photo that the tools downscale; a JPEG stored sideways with
-EXIF orientation 6). What a user who draws their own test images gets, through the typed tools
-against `paligemma serve --model tiny` (started here unless `--base-url` names a running one).
+(docs/synthetic-domain.md), with drawing code that shares nothing with the training's (the
+scores are `training.evaluate`'s): a plain light background, solid shapes in colours drawn from
+the documented ranges, a word in Pillow's bundled font centred across 45-85 % of the width, at
+the sizes and aspects where the domain ends (64 px, 1:2 and 2:1, 2000 px; a 4000x3000 photo that
+the tools downscale; a JPEG stored sideways with EXIF orientation 6). What a user who draws their
+own test images gets, through the typed tools against `paligemma serve --model tiny` (started
+here unless `--base-url` names a running one).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import tools
 from benchmarks.common import print_table
+from training.evaluate import box_iou, mask_iou
 
 SHAPES = ("circle", "square", "triangle")
 COLOR_RANGES = {  # docs/synthetic-domain.md: (low, high) per channel
@@ -118,14 +120,6 @@ def word_scene(rng: random.Random, width: int, height: int) -> tuple[Image.Image
     return image, word
 
 
-def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    wide = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    high = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = wide * high
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def sideways_jpeg(upright: Image.Image) -> bytes:
     """A JPEG whose stored pixels are turned a quarter left, EXIF orientation 6 turning them back."""
     exif = Image.Exif()
@@ -170,9 +164,7 @@ def ask_about_shapes(
         tally.add(corner, "colour", color.answer == first.color)
     segments = tools.segment_objects(image, first.shape, client=client)
     truth_mask = shape_mask(*size, first)
-    ious = [
-        float((o.mask & truth_mask).sum() / (o.mask | truth_mask).sum()) for o in segments.objects if o.mask is not None
-    ]
+    ious = [mask_iou(o.mask, truth_mask) for o in segments.objects if o.mask is not None]
     tally.add(corner, "mask", max(ious, default=0.0) >= IOU_MIN)
 
 

@@ -215,7 +215,7 @@ async def mcp_load(url: str, clients: int) -> int:
 
 def tree_rss_mib(pid: int) -> float:
     process = psutil.Process(pid)
-    return float(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20)
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
 def load_rows() -> list[list[str]]:
