@@ -84,6 +84,10 @@ SERVED: dict[str, Configuration] = {
     # the model's OpenMP threads on both cores (vLLM's own binding leaves one core to the API
     # server and the scheduler; CPUs 0-1, a 2-core machine): tried 2026-12-04, docs/benchmarks.md
     "bind-both": Configuration(env={"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}),
+    # two engines (vLLM's data parallelism), `serve` binding each one's model worker to a core of
+    # its own (VLLM_CPU_OMP_THREADS_BIND=0|1 on a 2-core machine), vLLM's DP coordinator sharing
+    # the requests between them: tried 2026-12-04, docs/benchmarks.md
+    "dp-2": Configuration(ServeOptions(model="", data_parallel_size=2)),
 }
 
 

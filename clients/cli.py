@@ -77,7 +77,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-model-len", type=int, help="default: image tokens + 768, from the preset or config")
     p.add_argument("--tensor-parallel-size", type=int, help="GPUs per model copy (default: what fits the preset)")
     p.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (e.g. one per node)")
-    p.add_argument("--data-parallel-size", type=int, default=1, help="model copies inside one vLLM server")
+    p.add_argument(
+        "--data-parallel-size",
+        type=int,
+        default=1,
+        help="model copies inside one vLLM server (on CPU: more requests/s under many clients, "
+        "slower single requests; docs/deploy.md)",
+    )
     p.add_argument("--distributed-executor-backend", choices=["mp", "ray"], help="ray for several nodes")
     p.add_argument(
         "--eager",
