@@ -33,6 +33,7 @@ from PIL import Image
 
 from benchmarks.common import TransformersLoop, checkpoint_for, median_ms, photo_like, print_table, timed
 from server import serve
+from server.engine_packing import ENGINES_ENV
 from server.model_source import TINY_NAME
 from server.process import free_port
 from server.vllm_command import ServeOptions
@@ -87,7 +88,13 @@ SERVED: dict[str, Configuration] = {
     # two engines (vLLM's data parallelism), `serve` binding each one's model worker to a core of
     # its own (VLLM_CPU_OMP_THREADS_BIND=0|1 on a 2-core machine), vLLM's DP coordinator sharing
     # the requests between them: tried 2026-12-04, docs/benchmarks.md
+    # `serve` adds server.engine_packing's middleware to it since 2026-12-05 (one engine answers
+    # while few requests are in flight); `dp-2-round-robin` turns that off, leaving vLLM's
+    # round-robin, what `dp-2` measured before. Since then `serve` runs two engines by itself on a
+    # machine of two CPUs (`default` there); `one-engine` is its default before.
     "dp-2": Configuration(ServeOptions(model="", data_parallel_size=2)),
+    "one-engine": Configuration(ServeOptions(model="", data_parallel_size=1)),
+    "dp-2-round-robin": Configuration(ServeOptions(model="", data_parallel_size=2), env={ENGINES_ENV: "1"}),
 }
 
 
