@@ -90,9 +90,10 @@ SERVED: dict[str, Configuration] = {
     # the requests between them: tried 2026-12-04, docs/benchmarks.md
     # `serve` adds server.engine_packing's middleware to it since 2026-12-05 (one engine answers
     # while few requests are in flight); `dp-2-round-robin` turns that off, leaving vLLM's
-    # round-robin, what `dp-2` measured before. Since then `serve` runs two engines by itself on a
-    # machine of two CPUs (`default` there); `one-engine` is its default before.
+    # round-robin, what `dp-2` measured before
     "dp-2": Configuration(ServeOptions(model="", data_parallel_size=2)),
+    # one engine asked for: `default` again since `serve` stopped choosing two engines on two CPUs
+    # (it did for a few commits of 2026-12-05; docs/benchmarks.md, "Two engines, one a core")
     "one-engine": Configuration(ServeOptions(model="", data_parallel_size=1)),
     "dp-2-round-robin": Configuration(ServeOptions(model="", data_parallel_size=2), env={ENGINES_ENV: "1"}),
 }

@@ -80,9 +80,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--data-parallel-size",
         type=int,
-        default=None,
-        help="model copies inside one vLLM server (default: 2 on a CPU machine of two CPUs when two "
-        "copies fit in memory, else 1; docs/deploy.md)",
+        default=1,
+        help="model copies inside one vLLM server (on a small CPU machine: more requests/s under many "
+        "clients, a second model copy in memory; docs/deploy.md)",
     )
     p.add_argument("--distributed-executor-backend", choices=["mp", "ray"], help="ray for several nodes")
     p.add_argument(

@@ -263,9 +263,8 @@ def run_demo(
     """Serve, ask, print, draw, stop. Returns the process exit code."""
     from PIL import Image
 
-    # eager and one engine: a handful of requests one at a time, where torch.compile's ~18 s and
-    # a second engine's ~8 s of start would never pay off
-    options = ServeOptions(model=model or TINY_NAME, port=port or free_port(), eager=True, data_parallel_size=1)
+    # eager: a handful of requests, where torch.compile's ~18 s start would never pay off
+    options = ServeOptions(model=model or TINY_NAME, port=port or free_port(), eager=True)
     the_plan = serve.plan(options, device=device)
     scene = None
     if image is not None:

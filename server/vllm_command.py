@@ -42,7 +42,7 @@ class ServeOptions:
     max_model_len: int | None = None
     tensor_parallel_size: int | None = None
     pipeline_parallel_size: int = 1
-    data_parallel_size: int | None = None  # None: two engines on a 2-CPU machine when they fit (_data_parallel)
+    data_parallel_size: int = 1
     distributed_executor_backend: Backend | None = None
     kv_cache_gib: int | None = None  # vLLM reads VLLM_CPU_KVCACHE_SPACE as whole GiB
     eager: bool = False  # skip torch.compile: starts sooner, serves slower (short jobs and tests)
@@ -108,7 +108,7 @@ def _tensor_parallel(options: ServeOptions, source: ModelSource, hardware: Hardw
     if hardware.device != "cuda" or source.preset is None or not hardware.gpu_memory_gib:
         return 1
     size = source.preset.tensor_parallel_for(min(hardware.gpu_memory_gib))
-    per_replica = hardware.gpu_count // max(1, options.pipeline_parallel_size * (options.data_parallel_size or 1))
+    per_replica = hardware.gpu_count // max(1, options.pipeline_parallel_size * options.data_parallel_size)
     if size > per_replica:
         raise ServeError(
             f"{source.preset.name} needs about {source.preset.gpu_memory_gib:.0f} GiB of GPU memory: "
@@ -149,39 +149,6 @@ def attention_args(attention: Attention, hardware: Hardware) -> tuple[list[str],
     return argv, env
 
 
-def _cpu_kv_cache_gib(options: ServeOptions, source: ModelSource) -> int:
-    return options.kv_cache_gib or (CPU_KV_CACHE_GIB_TINY if source.is_tiny else CPU_KV_CACHE_GIB)
-
-
-def _data_parallel(
-    options: ServeOptions, source: ModelSource, hardware: Hardware, tensor_parallel: int, dtype: str
-) -> int:
-    """Engines (model copies) to run: as asked, else 2 on a machine of two CPUs when two fit, else 1.
-
-    On CPU vLLM keeps one core for its API server and scheduler and gives the model's worker the
-    rest: on two CPUs, half the machine. A second engine puts the model on that core too; with
-    server/engine_packing.py filling one engine before the next, single requests are as fast and
-    16 at a time 13-23 % faster on the tiny model (docs/benchmarks.md, "Two engines, one a core").
-    With more CPUs a second engine would halve each one's cores, so one engine stays.
-    """
-    if options.data_parallel_size is not None:
-        return options.data_parallel_size
-    if (
-        hardware.device != "cpu"
-        or len(hardware.cpu_ids) != 2
-        or tensor_parallel * options.pipeline_parallel_size != 1
-        or options.distributed_executor_backend is not None
-        or options.loras
-    ):
-        return 1
-    if source.is_tiny:
-        return 2
-    if source.parameters_b is None:
-        return 1  # a local checkpoint of unknown size: one copy is what is known to fit
-    copy_gib = source.parameters_b * (4 if dtype == "float32" else 2) + _cpu_kv_cache_gib(options, source)
-    return 2 if 2 * copy_gib + 6 <= hardware.memory_gib else 1
-
-
 def build_command(
     options: ServeOptions,
     source: ModelSource,
@@ -206,17 +173,16 @@ def build_command(
         "--limit-mm-per-prompt",
         '{"image": 1}',
         "--dtype",
-        dtype := _dtype(options, source, hardware),
+        _dtype(options, source, hardware),
     ]
     max_model_len = options.max_model_len or source.max_model_len
     if max_model_len is not None:
         argv += ["--max-model-len", str(max_model_len)]
     tensor_parallel = _tensor_parallel(options, source, hardware)
-    data_parallel = _data_parallel(options, source, hardware, tensor_parallel, dtype)
     for flag, size in (
         ("--tensor-parallel-size", tensor_parallel),
         ("--pipeline-parallel-size", options.pipeline_parallel_size),
-        ("--data-parallel-size", data_parallel),
+        ("--data-parallel-size", options.data_parallel_size),
     ):
         if size != 1:
             argv += [flag, str(size)]
@@ -230,15 +196,16 @@ def build_command(
     if options.eager:
         argv.append("--enforce-eager")
     if hardware.device == "cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(_cpu_kv_cache_gib(options, source))
-        local_ranks = tensor_parallel * options.pipeline_parallel_size * data_parallel
+        kv_gib = options.kv_cache_gib or (CPU_KV_CACHE_GIB_TINY if source.is_tiny else CPU_KV_CACHE_GIB)
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_gib)
+        local_ranks = tensor_parallel * options.pipeline_parallel_size * options.data_parallel_size
         if local_ranks > 1 and options.distributed_executor_backend != "ray":
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(hardware.cpu_ids, local_ranks)
-        if data_parallel > 1 and options.distributed_executor_backend != "ray":
+        if options.data_parallel_size > 1 and options.distributed_executor_backend != "ray":
             # One engine answers while few requests are in flight; vLLM's round-robin would wake
             # them all, and an idle CPU engine's worker spins on its core (server/engine_packing.py)
             argv += ["--middleware", PACKING_MIDDLEWARE]
-            env[ENGINES_ENV] = str(data_parallel)
+            env[ENGINES_ENV] = str(options.data_parallel_size)
     if options.api_key is not None:
         env["VLLM_API_KEY"] = options.api_key  # in the environment, not on a visible command line
     argv += lora_args(options.loras, served_name)

@@ -105,22 +105,19 @@ def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     model_dir: Path = request.getfixturevalue("tiny_model_dir")
     windowed_dir = tmp_path_factory.mktemp("checkpoints") / f"tiny-window-{WINDOW}"
     finetune_dir: Path = request.getfixturevalue("finetune_work") if "lora_server" in wanted else windowed_dir
-    # Every pooled server but the trained one starts eager (~18 s sooner on CPU) with one engine
-    # (serve would run two on a 2-CPU machine: a second model copy in memory per server, started
-    # at once); the trained one is served as `paligemma serve --model tiny` serves it.
+    # Every pooled server but the trained one starts eager (~18 s sooner on CPU); the trained one
+    # is served as `paligemma serve --model tiny` serves it, compiled.
     plans: dict[str, Prepare] = {
         "tiny_server": lambda pool: ServeOptions(
-            model=str(model_dir), port=pool.port(), vllm_args=AGENT_LLM_ARGS, eager=True, data_parallel_size=1
+            model=str(model_dir), port=pool.port(), vllm_args=AGENT_LLM_ARGS, eager=True
         ),
         "trained_server": lambda pool: ServeOptions(model=TINY_NAME, port=pool.port()),
-        "doomed_server": lambda pool: ServeOptions(
-            model=str(model_dir), port=pool.port(), eager=True, data_parallel_size=1
-        ),
+        "doomed_server": lambda pool: ServeOptions(model=str(model_dir), port=pool.port(), eager=True),
         "causal_server": lambda pool: ServeOptions(
-            model=str(model_dir), port=pool.port(), attention="causal", eager=True, data_parallel_size=1
+            model=str(model_dir), port=pool.port(), attention="causal", eager=True
         ),
         "windowed_server": lambda pool: ServeOptions(
-            model=str(build_windowed_model(windowed_dir)), port=pool.port(), eager=True, data_parallel_size=1
+            model=str(build_windowed_model(windowed_dir)), port=pool.port(), eager=True
         ),
         "lora_server": lambda pool: ServeOptions(
             model=TINY_NAME,

@@ -35,19 +35,7 @@ def hf_cache(tmp_path: Path) -> dict[str, str]:
 
 
 def test_dry_run_prints_the_command_and_starts_nothing(tiny_model_dir: Path) -> None:
-    result = run_cli(
-        "serve",
-        "--model",
-        str(tiny_model_dir),
-        "--port",
-        "8123",
-        "--data-parallel-size",
-        "1",
-        "--dry-run",
-        "--",
-        "--seed",
-        "7",
-    )  # one engine, whatever this machine's CPUs (tests/server/test_vllm_command.py: the engines serve picks)
+    result = run_cli("serve", "--model", str(tiny_model_dir), "--port", "8123", "--dry-run", "--", "--seed", "7")
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
     assert line.startswith("PALIGEMMA_ATTENTION=prefix VLLM_CPU_KVCACHE_SPACE=1 VLLM_USE_V2_MODEL_RUNNER=0 ")
@@ -57,9 +45,7 @@ def test_dry_run_prints_the_command_and_starts_nothing(tiny_model_dir: Path) -> 
 
 
 def test_dry_run_with_causal_attention(tiny_model_dir: Path) -> None:
-    result = run_cli(
-        "serve", "--model", str(tiny_model_dir), "--attention", "causal", "--data-parallel-size", "1", "--dry-run"
-    )
+    result = run_cli("serve", "--model", str(tiny_model_dir), "--attention", "causal", "--dry-run")
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
     assert line.startswith("PALIGEMMA_ATTENTION=causal VLLM_CPU_KVCACHE_SPACE=1 ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 
@@ -13,7 +13,6 @@ from server import serve
 from server.engine_packing import ENGINES_ENV, PACKING_MIDDLEWARE
 from server.errors import ModelSourceError, ServeError
 from server.hardware import Hardware
-from server.lora import LoraAdapter
 from server.model_source import ModelSource, resolve
 from server.presets import PRESETS
 from server.vllm_command import ServeOptions, VllmCommand, build_command, chat_template_path, cpu_binding
@@ -40,13 +39,10 @@ def test_cpu_command_for_a_local_checkpoint(tiny_model_dir: Path) -> None:
     assert flag(command, "--chat-template-content-format") == "openai"
     assert json.loads(flag(command, "--limit-mm-per-prompt") or "") == {"image": 1}
     assert "--enforce-eager" not in command.argv  # compiled unless told otherwise
-    assert flag(command, "--data-parallel-size") == "2"  # two CPUs, two small copies: an engine a core
     assert command.env == {
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "PALIGEMMA_ATTENTION": "prefix",  # PaliGemma's own mask by default (server/vllm_plugin.py)
         "VLLM_USE_V2_MODEL_RUNNER": "0",
-        "VLLM_CPU_OMP_THREADS_BIND": "0|1",
-        "PALIGEMMA_DATA_PARALLEL_SIZE": "2",
     }
     assert command.base_url == "http://127.0.0.1:8000/v1"
 
@@ -124,32 +120,6 @@ def test_cpu_parallel_sets_thread_binding_and_refuses_too_many_workers() -> None
     assert command.env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
     with pytest.raises(ServeError, match="need at least 4 CPUs"):
         build_command(ServeOptions(model="x/y", tensor_parallel_size=4), source, CPU)
-
-
-@pytest.mark.parametrize(
-    ("model", "hardware", "options", "engines"),
-    [
-        pytest.param("tiny", CPU, {}, "2", id="two-cpus-tiny"),
-        pytest.param("tiny", Hardware("cpu", (), (0, 1, 2, 3), 24.0), {}, None, id="four-cpus"),
-        pytest.param("tiny", Hardware("cpu", (), (0,), 24.0), {}, None, id="one-cpu"),
-        pytest.param("tiny", CPU, {"data_parallel_size": 1}, None, id="asked-for-one"),
-        pytest.param("tiny", CPU, {"tensor_parallel_size": 2}, None, id="tensor-parallel"),
-        pytest.param("3b-mix-224", CPU, {}, None, id="3b-float32-twice-exceeds-24gib"),
-        pytest.param("3b-mix-224", Hardware("cpu", (), (0, 1), 64.0), {}, "2", id="3b-fits-twice-in-64gib"),
-        pytest.param("3b-mix-224", ONE_L4, {}, None, id="gpu"),
-    ],
-)
-def test_engines_serve_picks(model: str, hardware: Hardware, options: dict[str, Any], engines: str | None) -> None:
-    command = build_command(ServeOptions(model=model, **options), resolve(model), hardware)
-    assert flag(command, "--data-parallel-size") == engines
-
-
-def test_no_second_engine_for_lora_adapters_or_a_checkpoint_of_unknown_size(tmp_path: Path) -> None:
-    unknown = ModelSource(str(tmp_path), "local", False)
-    assert flag(build_command(ServeOptions(model=str(tmp_path)), unknown, CPU), "--data-parallel-size") is None
-    adapter = LoraAdapter("stars", tmp_path, 8)
-    command = build_command(ServeOptions(model="tiny", loras=(adapter,)), resolve("tiny"), CPU)
-    assert flag(command, "--data-parallel-size") is None
 
 
 @pytest.mark.parametrize(
