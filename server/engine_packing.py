@@ -34,6 +34,17 @@ RANK_HEADER = b"x-data-parallel-rank"
 ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {raw!r}; unset it for {default}.")
+    return value
+
+
 def choose_engine(in_flight: list[int], pack: int) -> int:
     """The lowest engine with fewer than `pack` requests in flight, else the least loaded (lowest first)."""
     for rank, count in enumerate(in_flight):
@@ -45,8 +56,8 @@ def choose_engine(in_flight: list[int], pack: int) -> int:
 class PackedEngines:
     def __init__(self, app: App) -> None:
         self.app = app
-        self.in_flight = [0] * max(1, int(os.environ.get(ENGINES_ENV, "1")))
-        self.pack = max(1, int(os.environ.get(PACK_ENV, str(PACK_PER_ENGINE))))
+        self.in_flight = [0] * _positive_int(ENGINES_ENV, 1)
+        self.pack = _positive_int(PACK_ENV, PACK_PER_ENGINE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -111,3 +111,10 @@ def test_other_requests_pass_untouched(monkeypatch: pytest.MonkeyPatch, scope: d
     asyncio.run(middleware(scope, nothing, ignore))
     assert app.ranks == [None]
     assert middleware.in_flight == [0] * engines
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", ""])
+def test_a_bad_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(PACK_ENV, value)
+    with pytest.raises(ValueError, match=f"{PACK_ENV} must be a whole number of at least 1"):
+        PackedEngines(Recorder())
