@@ -17,14 +17,8 @@ PALIGEMMA_DATA_PARALLEL_SIZE; it counts only what passes through its own process
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+from server.vllm_plugin import App, Receive, Scope, Send
 
 PACKING_MIDDLEWARE = "server.engine_packing.PackedEngines"
 ENGINES_ENV = "PALIGEMMA_DATA_PARALLEL_SIZE"
