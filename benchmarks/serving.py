@@ -96,6 +96,12 @@ SERVED: dict[str, Configuration] = {
     # (it did for a few commits of 2026-12-05; docs/benchmarks.md, "Two engines, one a core")
     "one-engine": Configuration(ServeOptions(model="", data_parallel_size=1)),
     "dp-2-round-robin": Configuration(ServeOptions(model="", data_parallel_size=2), env={ENGINES_ENV: "1"}),
+    # vLLM's caches keyed by the image: its prefix cache of KV blocks and its cache of processed
+    # images (every served request of this benchmark sends a new photo, so neither ever hits);
+    # `mm-shm-cache` keeps processed images in shared memory instead of sending them to the engine
+    "no-prefix-cache": Configuration(ServeOptions(model="", vllm_args=("--no-enable-prefix-caching",))),
+    "no-mm-cache": Configuration(ServeOptions(model="", vllm_args=("--mm-processor-cache-gb", "0"))),
+    "mm-shm-cache": Configuration(ServeOptions(model="", vllm_args=("--mm-processor-cache-type", "shm"))),
 }
 
 
