@@ -9,7 +9,6 @@ else changes shape: the patch size, the layers and the text model keep their wei
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from server.tiny_model import TinyArchitecture, paligemma_config
@@ -18,16 +17,24 @@ if TYPE_CHECKING:
     import torch
 
 
-def architecture_of(model: Any, like: TinyArchitecture) -> TinyArchitecture:
-    """`like`, with what the stages change read from `model` (a PaliGemma model): its vision
-    tower's input resolution and both towers' depths."""
+def architecture_of(model: Any) -> TinyArchitecture:
+    """The sizes of `model` (a PaliGemma model), every one read from its config: a checkpoint a
+    stage grew (deeper towers, a raised input, or wider layers of someone's own) keeps them."""
     vision, text = model.config.vision_config, model.config.text_config
-    return replace(
-        like,
+    return TinyArchitecture(
         image_size_px=vision.image_size,
         patch_size_px=vision.patch_size,
+        text_hidden=text.hidden_size,
+        text_intermediate=text.intermediate_size,
         text_layers=text.num_hidden_layers,
+        text_heads=text.num_attention_heads,
+        text_kv_heads=text.num_key_value_heads,
+        head_dim=text.head_dim,
+        vision_hidden=vision.hidden_size,
+        vision_intermediate=vision.intermediate_size,
         vision_layers=vision.num_hidden_layers,
+        vision_heads=vision.num_attention_heads,
+        softcaps=text.attn_logit_softcapping is not None,
     )
 
 

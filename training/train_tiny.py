@@ -621,7 +621,7 @@ def _run_stage(
 
 
 def _save(model: Any, tokenizer: Any, settings: TrainSettings, out: Path, log: TrainLog, steps_done: int) -> None:
-    arch = resolution.architecture_of(model, TRAINED_ARCHITECTURE)
+    arch = resolution.architecture_of(model)
     readme = README.format(
         parameters=sum(p.numel() for p in model.parameters()),
         image_size=arch.image_size_px,
@@ -763,7 +763,7 @@ def deepen(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
 
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
     tokenizer = build_tokenizer()
-    arch = resolution.architecture_of(model, TRAINED_ARCHITECTURE)
+    arch = resolution.architecture_of(model)
     _save_over(depth.deepened(model, tokenizer, arch, settings.deepened_text_layers), tokenizer, settings, out)
     steps = settings.deepened_steps
     staged = replace(settings, reading_steps=steps, speaking_steps=steps, settling_steps=steps)
@@ -784,7 +784,7 @@ def raise_resolution(out: Path, settings: TrainSettings, image_size_px: int) -> 
     from transformers import PaliGemmaForConditionalGeneration
 
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
-    arch = resolution.architecture_of(model, TRAINED_ARCHITECTURE)
+    arch = resolution.architecture_of(model)
     if arch.image_size_px == image_size_px:
         return out
     tokenizer = build_tokenizer()
@@ -870,7 +870,7 @@ def _continue(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = PaliGemmaForConditionalGeneration.from_pretrained(out, attn_implementation="eager")
-    batcher = Batcher(build_tokenizer(), resolution.architecture_of(model, TRAINED_ARCHITECTURE), shape_codes(vae_path))
+    batcher = Batcher(build_tokenizer(), resolution.architecture_of(model), shape_codes(vae_path))
     binding = list(tasks.BINDING_WEIGHTS)
     binding_p = np.array([tasks.BINDING_WEIGHTS[n] for n in binding]) / sum(tasks.BINDING_WEIGHTS.values())
     mix = list(continued.mix)
@@ -918,7 +918,7 @@ def learn_letters(
     import torch
     from tqdm import tqdm
 
-    arch = resolution.architecture_of(model, TRAINED_ARCHITECTURE)
+    arch = resolution.architecture_of(model)
     torch.manual_seed(settings.seed + 4)
     rng = np.random.default_rng(settings.seed + 4)
     model.train()

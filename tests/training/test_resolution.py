@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.tiny_model import build_processor, build_tokenizer, paligemma_config
+from server.tiny_model import RANDOM_ARCHITECTURE, TinyArchitecture, build_processor, build_tokenizer, paligemma_config
 from training.resolution import architecture_of, raised, resampled_position_embeddings
 from training.train_tiny import TRAINED_ARCHITECTURE, TrainLog, TrainSettings, _save, raise_resolution
 
@@ -60,8 +60,8 @@ def test_the_raised_model_keeps_every_other_weight_and_reads_the_bigger_image() 
     tokenizer = build_tokenizer()
     small = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, SMALL)).eval()
     big = raised(small, tokenizer, TRAINED_ARCHITECTURE)
-    assert architecture_of(small, TRAINED_ARCHITECTURE) == SMALL
-    assert architecture_of(big, TRAINED_ARCHITECTURE) == TRAINED_ARCHITECTURE
+    assert architecture_of(small) == SMALL
+    assert architecture_of(big) == TRAINED_ARCHITECTURE
     before, after = small.state_dict(), big.state_dict()
     assert before.keys() == after.keys()
     moved = [name for name in before if not torch.equal(before[name], after[name])]
@@ -96,10 +96,27 @@ def test_a_deeper_checkpoint_is_raised_with_its_depth(tmp_path: Path) -> None:
         SMALL, text_layers=TRAINED_ARCHITECTURE.text_layers + 2, vision_layers=TRAINED_ARCHITECTURE.vision_layers + 1
     )
     model = PaliGemmaForConditionalGeneration(paligemma_config(tokenizer, deeper)).eval()
-    assert architecture_of(model, TRAINED_ARCHITECTURE) == deeper
+    assert architecture_of(model) == deeper
     _save(model, tokenizer, TrainSettings(), tmp_path, TrainLog(), 0)
     raise_resolution(tmp_path, TrainSettings(), 160)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["vision_config"]["image_size"] == 160
     assert config["text_config"]["num_hidden_layers"] == deeper.text_layers
     assert config["vision_config"]["num_hidden_layers"] == deeper.vision_layers
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        RANDOM_ARCHITECTURE,  # Gemma 2's softcaps on, patch 14
+        replace(SMALL, text_heads=4, text_kv_heads=2, text_intermediate=1024),  # wider text layers
+        replace(SMALL, vision_hidden=96, vision_intermediate=192, vision_heads=3, text_hidden=96),
+    ],
+)
+def test_every_size_is_read_from_the_checkpoint(arch: TinyArchitecture) -> None:
+    # the sizes no stage changes were once taken from the recipe, so a checkpoint of other
+    # widths was described (and given auxiliary heads) as the recipe's
+    from transformers import PaliGemmaForConditionalGeneration
+
+    model = PaliGemmaForConditionalGeneration(paligemma_config(build_tokenizer(), arch))
+    assert architecture_of(model) == arch
