@@ -15,25 +15,21 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from server.tiny_model import TinyArchitecture, paligemma_config
+from server.tiny_model import paligemma_config
+from training.resolution import architecture_of
 
 ZEROED_PROJECTIONS = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
 
 
-def text_layers_of(model: Any) -> int:
-    """How many layers `model`'s (a PaliGemma model) text model has."""
-    return int(model.config.text_config.num_hidden_layers)
-
-
-def deepened(model: Any, tokenizer: Any, arch: TinyArchitecture, added: int) -> Any:
-    """A new PaliGemma model of `arch` with `added` text layers after `model`'s, which answers as
-    `model` does (see the module's docstring). `arch` gives every size but the text model's
-    depth, which is `model`'s plus `added`; `model` is left as it was."""
+def deepened(model: Any, tokenizer: Any, added: int) -> Any:
+    """A new PaliGemma model of `model`'s sizes with `added` text layers after `model`'s, which
+    answers as `model` does (see the module's docstring); `model` is left as it was."""
     from transformers import PaliGemmaForConditionalGeneration
 
     if added < 1:
         raise ValueError(f"a model is made deeper by one layer or more, not {added}")
-    layers = text_layers_of(model)
+    arch = architecture_of(model)
+    layers = arch.text_layers
     if added > layers:
         raise ValueError(f"each new layer copies one of the last {layers}; {added} asked for")
     state = dict(model.state_dict())

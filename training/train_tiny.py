@@ -763,8 +763,7 @@ def deepen(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
 
     model = PaliGemmaForConditionalGeneration.from_pretrained(out)
     tokenizer = build_tokenizer()
-    arch = resolution.architecture_of(model)
-    _save_over(depth.deepened(model, tokenizer, arch, settings.deepened_text_layers), tokenizer, settings, out)
+    _save_over(depth.deepened(model, tokenizer, settings.deepened_text_layers), tokenizer, settings, out)
     steps = settings.deepened_steps
     staged = replace(settings, reading_steps=steps, speaking_steps=steps, settling_steps=steps)
     _reading_pass(out, vae_path, staged, letters=False, settling_rounds=0)

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from server.tiny_model import build_processor, build_tokenizer, paligemma_config
-from training.depth import deepened, text_layers_of
+from training.depth import deepened
+from training.resolution import architecture_of
 from training.train_tiny import TRAINED_ARCHITECTURE
 
 SMALL = replace(TRAINED_ARCHITECTURE, image_size_px=96, text_layers=3)
@@ -32,8 +33,9 @@ def test_the_deeper_model_gives_the_same_logits(added: int) -> None:
 
     tokenizer = build_tokenizer()
     shallow = _model(added)
-    deep = deepened(shallow, tokenizer, SMALL, added)
-    assert text_layers_of(shallow) == 3 and text_layers_of(deep) == 3 + added
+    deep = deepened(shallow, tokenizer, added)
+    assert architecture_of(deep) == replace(architecture_of(shallow), text_layers=3 + added)
+    assert architecture_of(shallow) == SMALL
     processor = build_processor(tokenizer, SMALL)
     inputs = processor(
         text="<image>ocr", images=Image.new("RGB", (120, 80), (210, 40, 40)), suffix="ABC", return_tensors="pt"
@@ -46,7 +48,7 @@ def test_the_deeper_model_gives_the_same_logits(added: int) -> None:
 def test_the_new_layers_copy_the_last_ones_but_their_output_projections() -> None:
     import torch
 
-    deep = deepened(_model(0), build_tokenizer(), SMALL, 2)
+    deep = deepened(_model(0), build_tokenizer(), 2)
     state = deep.state_dict()
     layer = "model.language_model.layers"
     for new, copied in ((3, 1), (4, 2)):
@@ -71,4 +73,4 @@ def test_the_new_layers_copy_the_last_ones_but_their_output_projections() -> Non
 )
 def test_nothing_or_more_than_the_model_has_is_refused(added: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        deepened(_model(0), build_tokenizer(), SMALL, added)
+        deepened(_model(0), build_tokenizer(), added)
