@@ -2,7 +2,10 @@
 
     .venv/bin/python -m benchmarks.tiny_accuracy [--scenes 300] [--model DIR]
 
-Held-out scenes come from a seed training never drew from (docs/synthetic-domain.md). The
+Held-out scenes come from a seed training never drew from (docs/synthetic-domain.md); beside
+them, scenes of one word each read as two rows of their own: common English words training
+never drew, and the check words (`HELLO`, `VISION`, ...) a test of reading is likely to pick
+(training.common_words). The
 same questions go (1) through the typed tools to `paligemma serve --model tiny` (vLLM with
 PaliGemma's prefix-LM attention, the default `--attention prefix`, docs/attention.md) and (2) to
 transformers in-process with PaliGemma's prefix-LM mask and (3) with a causal mask. All
@@ -24,7 +27,7 @@ from server.process import free_port
 from server.vllm_command import ServeOptions
 from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
 from tools.vae_checkpoint import ENV_VAR, load_vae_decoder
-from training import evaluate
+from training import common_words, evaluate
 
 GOALS = {
     "detection AP50": 0.9,
@@ -39,10 +42,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--model", default=TINY_NAME, help="tiny (the shipped trained model) or a checkpoint folder")
+    parser.add_argument("--common-words", type=int, default=200, help="scenes of held-out common English words")
+    parser.add_argument("--per-check-word", type=int, default=6, help="scenes of each check word (HELLO, ...)")
     parser.add_argument("--baselines-only", action="store_true", help="print the commonest-answer rates and stop")
     args = parser.parse_args()
     held_out = evaluate.held_out_scenes(args.scenes)
     requests = [r for i, s in enumerate(held_out) for r in evaluate.requests_for(i, s)]
+    word_sets = {  # row name: scenes of one word each
+        f"OCR exact, {args.common_words} held-out common English words": evaluate.common_word_scenes(args.common_words),
+        f"OCR exact, the {len(common_words.CHECK_WORDS)} check words x {args.per_check_word}": (
+            evaluate.check_word_scenes(args.per_check_word)
+        ),
+    }
+    word_requests = {row: evaluate.ocr_requests(word_scenes) for row, word_scenes in word_sets.items()}
     baselines = evaluate.commonest_answer_rates(requests)
     print(
         "always the commonest answer: " + ", ".join(f"VQA {task} exact {rate:.3f}" for task, rate in baselines.items())
@@ -72,7 +84,16 @@ def main() -> None:
             the_plan.command.base_url, the_plan.command.served_model_name, held_out, requests
         )
         seconds["vLLM served (prefix)"] = time.perf_counter() - started
-    columns["vLLM served (prefix)"] = evaluate.score(held_out, requests, served, input_size_px=size_px)
+        words_read = {
+            row: evaluate.ocr_exact(
+                word_requests[row],
+                evaluate.served_results(
+                    the_plan.command.base_url, the_plan.command.served_model_name, word_scenes, word_requests[row]
+                ),
+            )
+            for row, word_scenes in word_sets.items()
+        }
+    columns["vLLM served (prefix)"] = evaluate.score(held_out, requests, served, input_size_px=size_px) | words_read
 
     decoder = load_vae_decoder(model=source.served_name)  # $PALIGEMMA_VAE_PATH first
     for attention in ("prefix", "causal"):
@@ -82,7 +103,15 @@ def main() -> None:
             Path(source.location), held_out, requests, attention=attention, decoder=decoder
         )
         seconds[name] = time.perf_counter() - started
-        columns[name] = evaluate.score(held_out, requests, results, input_size_px=size_px)
+        columns[name] = evaluate.score(held_out, requests, results, input_size_px=size_px) | {
+            row: evaluate.ocr_exact(
+                word_requests[row],
+                evaluate.transformers_results(
+                    Path(source.location), word_scenes, word_requests[row], attention=attention, decoder=None
+                ),
+            )
+            for row, word_scenes in word_sets.items()
+        }
 
     names = list(columns)
     metrics = list(next(iter(columns.values())))

@@ -22,7 +22,7 @@ import numpy as np
 
 from tools import parsing, prompts
 from tools.models import AnswerResult, CaptionResult, Detections, QuestionResult, Segments, TextResult, ToolResult
-from training import scenes, tasks
+from training import common_words, scenes, tasks
 from training.prefix_lm import REFERENCE_ATTENTION
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tools.vae_decoder import VaeDecoder
 
 HELD_OUT_SEED = 1_000_003  # training draws from seed 0's stream; this one is never seen
+COMMON_WORDS_SEED = HELD_OUT_SEED + 1  # the scenes of common words (and +1 those of the check words)
 ALL_SHAPES: tuple[str, ...] = scenes.SHAPES
 Task = Literal["detect", "segment", "ocr", "count", "color", "caption", "describe", "question"]
 CAPTION_DETAIL: dict[str, Literal["short", "long"]] = {"caption": "short", "describe": "long"}  # task -> detail
@@ -49,6 +50,43 @@ class Request:
 def held_out_scenes(count: int, seed: int = HELD_OUT_SEED) -> list[scenes.Scene]:
     rng = np.random.default_rng(seed)
     return [scenes.make_scene(rng) for _ in range(count)]
+
+
+def common_word_scenes(count: int, seed: int = COMMON_WORDS_SEED) -> list[scenes.Scene]:
+    """Scenes of one word each, a common English word training never drew (training.common_words)."""
+    rng = np.random.default_rng(seed)
+    held_out = scenes.WordList(common_words.held_out_words())
+    return [scenes.make_scene(rng, kind="word", word_list=held_out) for _ in range(count)]
+
+
+def check_word_scenes(per_word: int, seed: int = COMMON_WORDS_SEED + 1) -> list[scenes.Scene]:
+    """`per_word` scenes of one word each for every check word (`HELLO`, `VISION`, ...: words a
+    test of reading is likely to pick; held out from training)."""
+    rng = np.random.default_rng(seed)
+    return [
+        scenes.make_scene(rng, kind="word", word_list=scenes.WordList((word,)))
+        for word in common_words.CHECK_WORDS
+        for _ in range(per_word)
+    ]
+
+
+def ocr_requests(held_out: Sequence[scenes.Scene]) -> list[Request]:
+    """`ocr` of every scene that holds a word."""
+    return [
+        Request(i, "ocr", prompts.ocr(), expected=scene.word.text)
+        for i, scene in enumerate(held_out)
+        if scene.word is not None
+    ]
+
+
+def ocr_exact(requests: Sequence[Request], results: Sequence[ToolResult]) -> float:
+    """The share of `ocr` requests answered with exactly their word."""
+    hits = [
+        isinstance(result, TextResult) and result.text.strip() == request.expected
+        for request, result in zip(requests, results, strict=True)
+        if request.task == "ocr"
+    ]
+    return _mean(hits)
 
 
 def requests_for(index: int, scene: scenes.Scene) -> list[Request]:

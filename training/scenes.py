@@ -44,6 +44,15 @@ GAP_FRACTION: Final = 0.02  # least gap between objects, of the shorter side
 
 
 @dataclass(frozen=True)
+class WordList:
+    """Words a scene's word is drawn from in `share` of the scenes that hold one (the rest:
+    random letters); each is 3-8 letters A-Z, so the scenes stay in the domain."""
+
+    words: tuple[str, ...]
+    share: float = 1.0
+
+
+@dataclass(frozen=True)
 class ShapeObject:
     """One drawn shape with its box in pixels (x_min, y_min, x_max, y_max, exclusive max edges)."""
 
@@ -123,11 +132,17 @@ def bundled_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _place_word(
-    rng: np.random.Generator, draw: ImageDraw.ImageDraw, width: int, height: int
-) -> tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont, tuple[int, int, int, int]] | None:
+def _word_text(rng: np.random.Generator, word_list: WordList | None) -> str:
+    if word_list is not None and rng.random() < word_list.share:
+        return word_list.words[int(rng.integers(len(word_list.words)))]
     letters = int(rng.integers(WORD_LETTERS[0], WORD_LETTERS[1] + 1))
-    text = "".join(chr(ord("A") + int(i)) for i in rng.integers(0, 26, size=letters))
+    return "".join(chr(ord("A") + int(i)) for i in rng.integers(0, 26, size=letters))
+
+
+def _place_word(
+    rng: np.random.Generator, draw: ImageDraw.ImageDraw, width: int, height: int, word_list: WordList | None
+) -> tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont, tuple[int, int, int, int]] | None:
+    text = _word_text(rng, word_list)
     target = rng.uniform(*WORD_WIDTH_FRACTION) * width
     probe = bundled_font(100)
     probe_width = draw.textlength(text, font=probe)
@@ -149,18 +164,22 @@ def make_scene(
     size: tuple[int, int] | None = None,
     max_side: int = MAX_SIDE_PX,
     most_objects: int = MAX_OBJECTS,
+    word_list: WordList | None = None,
 ) -> Scene:
-    """A random scene of the domain; `kind` and `size` (width, height) fix those choices, and
-    `most_objects` narrows the number of shapes (1..MAX_OBJECTS)."""
+    """A random scene of the domain; `kind` and `size` (width, height) fix those choices,
+    `most_objects` narrows the number of shapes (1..MAX_OBJECTS), and `word_list` draws some of
+    the words from a list instead of random letters."""
     kind = kind or ("shapes", "word", "mixed")[int(rng.choice(3, p=[0.55, 0.2, 0.25]))]
     while True:
         width, height = size or random_size(rng, max_side=max_side)
-        scene = _try_scene(rng, kind, width, height, most_objects)
+        scene = _try_scene(rng, kind, width, height, most_objects, word_list)
         if scene is not None:
             return scene
 
 
-def _try_scene(rng: np.random.Generator, kind: SceneKind, width: int, height: int, most_objects: int) -> Scene | None:
+def _try_scene(
+    rng: np.random.Generator, kind: SceneKind, width: int, height: int, most_objects: int, word_list: WordList | None
+) -> Scene | None:
     background = tuple(int(v) for v in rng.integers(BACKGROUND_MIN, 256, size=3))
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
@@ -169,7 +188,7 @@ def _try_scene(rng: np.random.Generator, kind: SceneKind, width: int, height: in
     taken: list[tuple[int, int, int, int]] = []
     word: Word | None = None
     if kind in ("word", "mixed"):
-        placed = _place_word(rng, draw, width, height)
+        placed = _place_word(rng, draw, width, height, word_list)
         if placed is None:
             return None
         text, font, box = placed

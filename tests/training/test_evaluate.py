@@ -101,3 +101,18 @@ def test_descriptions_and_generated_questions_are_scored_by_what_the_model_wrote
     ]
     figures = evaluate.score([scene], requests, results, input_size_px=224)
     assert (figures["description exact"], figures["generated question exact"]) == (description, question)
+
+
+def test_the_word_scenes_hold_held_out_words_and_are_scored_by_word() -> None:
+    from training import common_words
+
+    common = evaluate.common_word_scenes(20)
+    checks = evaluate.check_word_scenes(2)
+    assert all(s.word is not None and s.word.text in common_words.held_out_words() for s in common)
+    assert [s.word.text for s in checks if s.word is not None] == [w for w in common_words.CHECK_WORDS for _ in "ab"]
+    assert not {s.word.text for s in common + checks if s.word is not None} & set(common_words.training_words())
+    assert [s.image.tobytes() for s in evaluate.common_word_scenes(3)] == [s.image.tobytes() for s in common[:3]]
+    requests = evaluate.ocr_requests(checks[:4])
+    read = ["HELLO", "HELO", "WORLD", " WORLD "]
+    results = [TextResult(image_width=1, image_height=1, prompt="ocr", model="m", raw_text=r, text=r) for r in read]
+    assert evaluate.ocr_exact(requests, results) == pytest.approx(3 / 4)

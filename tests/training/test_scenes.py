@@ -56,3 +56,23 @@ def test_shape_masks_fill_their_box(shape: scenes.Shape) -> None:
     expected_share = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}[shape]
     assert mask.mean() == pytest.approx(expected_share, abs=0.03)
     assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()
+
+
+def test_a_word_list_gives_the_words_of_its_share_and_keeps_the_domain() -> None:
+    word_list = scenes.WordList(("HELLO", "VISION", "CAT"), share=0.5)
+    words = [scenes.make_scene(np.random.default_rng(seed), kind="word", word_list=word_list) for seed in range(60)]
+    listed = [s for s in words if s.word is not None and s.word.text in word_list.words]
+    assert 15 <= len(listed) <= 45  # about half; the rest random letters
+    for scene in words:
+        assert scene.word is not None
+        x0, _, x1, _ = scene.word.box_xyxy
+        assert scenes.WORD_WIDTH_FRACTION[0] <= (x1 - x0) / scene.width <= scenes.WORD_WIDTH_FRACTION[1]
+    every = scenes.WordList(("HELLO",))
+    assert scenes.make_scene(np.random.default_rng(5), kind="mixed", word_list=every).word.text == "HELLO"  # type: ignore[union-attr]
+
+
+def test_no_word_list_draws_the_scenes_it_always_drew() -> None:
+    """The held-out scenes of docs/benchmarks.md stay the same scenes."""
+    a = scenes.make_scene(np.random.default_rng(1_000_003))
+    b = scenes.make_scene(np.random.default_rng(1_000_003), word_list=None)
+    assert a.image.tobytes() == b.image.tobytes()
