@@ -195,10 +195,11 @@ class TrainSettings:
     # to 0.966, served (benchmarks.tiny_accuracy; docs/tiny-model.md, "Common words").
     common_word_steps: int = 1200
     common_word_share: float = 0.5
-    # Then a settling stage whose words are as many common English words: without one, a shape
-    # the scene does not hold got `<eos>` first in 0.39 of the prompts (0.75 before the stage);
-    # the settling stage of the passes put that back only by taking the English reading with it
-    # (docs/tiny-model.md, "Settling on common words"). 0 steps: none.
+    # Then a settling stage whose words are as many common English words: after the reading
+    # stage alone, a shape the scene does not hold got `<eos>` first in 0.42 of the prompts, with
+    # this stage 0.50 (benchmarks.tiny_first_token --scenes 160); the passes' settling stage
+    # gave about as much back only by taking the English reading with it (docs/tiny-model.md,
+    # "Settling on common words"). 0 steps: none.
     common_word_settling_steps: int = 1200
     common_word_settling_reading_share: float = 0.3
     common_word_settling_binding_share: float = 0.55
