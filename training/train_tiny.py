@@ -195,12 +195,13 @@ class TrainSettings:
     # to 0.966, served (benchmarks.tiny_accuracy; docs/tiny-model.md, "Common words").
     common_word_steps: int = 1200
     common_word_share: float = 0.5
-    # Then a settling stage whose words are as many common English words: after the reading
-    # stage alone, a shape the scene does not hold got `<eos>` first in 0.42 of the prompts, with
-    # this stage 0.50 (benchmarks.tiny_first_token --scenes 160); the passes' settling stage
-    # gave about as much back only by taking the English reading with it (docs/tiny-model.md,
-    # "Settling on common words"). 0 steps: none.
+    # Then `common_word_settling_rounds` settling stages whose words are as many common English
+    # words: after the reading stage alone, a shape the scene does not hold got `<eos>` first in
+    # 0.42 of the prompts, after one such stage 0.50, after two 0.69 (benchmarks.tiny_first_token
+    # --scenes 160); the passes' settling stage gave some back only by taking the English reading
+    # with it (docs/tiny-model.md, "Settling on common words"). 0 steps or rounds: none.
     common_word_settling_steps: int = 1200
+    common_word_settling_rounds: int = 2
     common_word_settling_reading_share: float = 0.3
     common_word_settling_binding_share: float = 0.55
 
@@ -800,9 +801,9 @@ def deepen(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
 
 def read_common_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     """The last reading stage (`common_word_steps`), a reading stage as the passes' but with
-    `common_word_share` of its words common English words (training.common_words), then its
-    settling stage (`common_word_settling_steps`: binding and `ocr` batches, the same share of
-    English words), each saved back into `out`."""
+    `common_word_share` of its words common English words (training.common_words), then
+    `common_word_settling_rounds` settling stages (`common_word_settling_steps` each: binding and
+    `ocr` batches, the same share of English words), each saved back into `out`."""
     from training import common_words
 
     words = scenes.WordList(common_words.training_words(), settings.common_word_share)
@@ -811,13 +812,13 @@ def read_common_words(out: Path, vae_path: Path, settings: TrainSettings) -> Pat
         reading_share=settings.reading_share, letter_weight=settings.reading_letter_weight, word_list=words,
     )  # fmt: skip
     _continue(out, vae_path, settings, stage, seed=settings.seed + 10, heads=_fresh_heads(settings))
-    if settings.common_word_settling_steps:
-        settling = ContinuedStage(
-            "settling words", settings.common_word_settling_steps, settings.common_word_settling_binding_share,
-            reading_share=settings.common_word_settling_reading_share, letter_weight=settings.reading_letter_weight,
-            word_list=words,
-        )  # fmt: skip
-        _continue(out, vae_path, settings, settling, seed=settings.seed + 11, heads=_fresh_heads(settings))
+    settling = ContinuedStage(
+        "settling words", settings.common_word_settling_steps, settings.common_word_settling_binding_share,
+        reading_share=settings.common_word_settling_reading_share, letter_weight=settings.reading_letter_weight,
+        word_list=words,
+    )  # fmt: skip
+    for round_ in range(settings.common_word_settling_rounds if settings.common_word_settling_steps else 0):
+        _continue(out, vae_path, settings, settling, seed=settings.seed + 11 + round_, heads=_fresh_heads(settings))
     return out
 
 

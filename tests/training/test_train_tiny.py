@@ -94,16 +94,16 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
     # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1, raised to 224 px:
     # reading 1, settling 1, then the last settling 1; raised to 288 px: reading 1, settling 1, then
     # the final settling 1; speaking 2 and its settling 1; one text layer more: reading 1, speaking
-    # 1, settling 1; the common words' reading 1 and settling 1
-    assert log["steps_done"] == 24 and len(log["losses"]) == 24 and len(log["grounding_losses"]) == 22
-    assert [step for step, _ in log["name_dependence_nats"]] == list(range(24))
+    # 1, settling 1; the common words' reading 1 and two settling stages of 1
+    assert log["steps_done"] == 25 and len(log["losses"]) == 25 and len(log["grounding_losses"]) == 23
+    assert [step for step, _ in log["name_dependence_nats"]] == list(range(25))
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
-    assert len(log["aux_losses"]) == 21  # the main stage's two, then every later stage's letter loss
+    assert len(log["aux_losses"]) == 22  # the main stage's two, then every later stage's letter loss
     # the run's settings, not the last stage's (`deepen` ran its speaking stage with 1 step)
     assert log["settings"] == json.loads(json.dumps(asdict(settings)))
-    assert f"seed {settings.seed}, 24 steps" in (out / "README.md").read_text()
+    assert f"seed {settings.seed}, 25 steps" in (out / "README.md").read_text()
     assert json.loads((out / "config.json").read_text())["text_config"]["num_hidden_layers"] == 5
     config = json.loads((out / "config.json").read_text())["vision_config"]
     assert (config["image_size"], config["patch_size"]) == (288, 16) == (
@@ -266,7 +266,7 @@ def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureF
     passes = (
         "settling_rounds", "rereading_passes", "raised_passes", "last_settling_rounds", "final_passes",
         "final_settling_rounds", "speaking_rounds", "speaking_steps", "deepened_text_layers", "deepened_steps",
-        "common_word_steps", "common_word_settling_steps",
+        "common_word_steps", "common_word_settling_steps", "common_word_settling_rounds",
     )  # fmt: skip
     for name in (*stages, *passes):
         assert hasattr(flags, name) and name in TrainSettings.__dataclass_fields__  # every stage flag is a setting
