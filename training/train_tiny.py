@@ -739,9 +739,9 @@ def read_words(out: Path, vae_path: Path, settings: TrainSettings) -> Path:
     `raised_image_size_px` (`raise_resolution`), `raised_passes` times more and the last settling
     stages; then, at TRAINED_ARCHITECTURE's size, `final_passes` times more and the final settling
     stages; then `speaking_rounds` times the speaking stage (`speak`) and a settling stage; then
-    `deepen`; last, `read_common_words` (a reading and a settling stage). Each pass trains at the
-    checkpoint's own resolution. The same whether run on from `train` or by `--reading-stage-only`
-    in a new process: each pass's heads start from their own seed."""
+    `deepen`; last, `read_common_words` (a reading stage and its settling stages). Each pass
+    trains at the checkpoint's own resolution. The same whether run on from `train` or by
+    `--reading-stage-only` in a new process: each pass's heads start from their own seed."""
     _reading_pass(out, vae_path, settings, letters=True, settling_rounds=settings.settling_rounds)
     for _ in range(settings.rereading_passes if settings.reading_steps else 0):
         _reading_pass(out, vae_path, settings, letters=False, settling_rounds=1)
