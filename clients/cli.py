@@ -181,7 +181,7 @@ def _make_tiny_model(args: argparse.Namespace, rest: list[str]) -> int:
 def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train-tiny",
-        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 615 minutes on 2 cores)",
+        help="train the tiny VQ-VAE and the tiny PaliGemma 2 on the synthetic domain (about 657 minutes on 2 cores)",
         description=(
             "Reproduces the shipped tiny model from its seed: "
             "`paligemma train-tiny --out server/checkpoints/paligemma2-tiny-shapes "
@@ -318,6 +318,19 @@ def _add_train_tiny(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--common-word-settling-rounds",
         type=_count,
         help=f"settling stages after the common words' stage (default {defaults.common_word_settling_rounds}; 0: none)",
+    )
+    p.add_argument(
+        "--cooling-steps",
+        type=_count,
+        help=(
+            "steps of each cooling stage, the last ones: settling stages on common words at a third of the"
+            f" learning rate, half their batches `ocr` (default {defaults.cooling_steps}; 0: none)"
+        ),
+    )
+    p.add_argument(
+        "--cooling-rounds",
+        type=_count,
+        help=f"cooling stages at the end (default {defaults.cooling_rounds}; 0: none)",
     )
     p.add_argument(
         "--reading-stage-only",

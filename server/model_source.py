@@ -70,7 +70,7 @@ def resolve(model: str) -> ModelSource:
         if not (TINY_TRAINED_DIR / "config.json").is_file():
             raise ModelSourceError(
                 f"the trained tiny checkpoint is missing from {TINY_TRAINED_DIR} (a damaged install?). "
-                "Reinstall paligemma-tools, or rebuild it with `paligemma train-tiny` (about 615 minutes on 2 cores)."
+                "Reinstall paligemma-tools, or rebuild it with `paligemma train-tiny` (about 657 minutes on 2 cores)."
             )
         return _local(TINY_TRAINED_DIR)
     if model in PRESETS:

@@ -87,23 +87,23 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
         steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
         first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1, settling_rounds=2,
         rereading_passes=1, raised_passes=1, speaking_rounds=1, speaking_steps=2, deepened_text_layers=1,
-        deepened_steps=1, common_word_steps=1, common_word_settling_steps=1,
+        deepened_steps=1, common_word_steps=1, common_word_settling_steps=1, cooling_steps=1,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
     log = json.loads((out / "train_log.json").read_text())
     # main 2, binding 2 + 1, reading 1, settling 2 x 1, reading again 1, settling 1, raised to 224 px:
     # reading 1, settling 1, then the last settling 1; raised to 288 px: reading 1, settling 1, then
     # the final settling 1; speaking 2 and its settling 1; one text layer more: reading 1, speaking
-    # 1, settling 1; the common words' reading 1 and two settling stages of 1
-    assert log["steps_done"] == 25 and len(log["losses"]) == 25 and len(log["grounding_losses"]) == 23
-    assert [step for step, _ in log["name_dependence_nats"]] == list(range(25))
+    # 1, settling 1; the common words' reading 1, two settling stages of 1 and the cooling stage 1
+    assert log["steps_done"] == 26 and len(log["losses"]) == 26 and len(log["grounding_losses"]) == 24
+    assert [step for step, _ in log["name_dependence_nats"]] == list(range(26))
     assert all(np.isfinite(kl) and kl >= 0 for _, kl in log["name_dependence_nats"])
     assert len(log["letter_losses"]) == 2 and [step for step, _ in log["letter_accuracy"]] == [0, 1]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in log["letter_accuracy"])
-    assert len(log["aux_losses"]) == 22  # the main stage's two, then every later stage's letter loss
+    assert len(log["aux_losses"]) == 23  # the main stage's two, then every later stage's letter loss
     # the run's settings, not the last stage's (`deepen` ran its speaking stage with 1 step)
     assert log["settings"] == json.loads(json.dumps(asdict(settings)))
-    assert f"seed {settings.seed}, 25 steps" in (out / "README.md").read_text()
+    assert f"seed {settings.seed}, 26 steps" in (out / "README.md").read_text()
     assert json.loads((out / "config.json").read_text())["text_config"]["num_hidden_layers"] == 5
     config = json.loads((out / "config.json").read_text())["vision_config"]
     assert (config["image_size"], config["patch_size"]) == (288, 16) == (
@@ -137,6 +137,7 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
     reading = replace(
         before, letter_steps=2, reading_steps=1, settling_steps=1, settling_rounds=2, rereading_passes=1,
         raised_passes=1, speaking_rounds=1, speaking_steps=1, common_word_steps=1, common_word_settling_steps=1,
+        cooling_steps=1,
     )  # fmt: skip
     one_run = train(tmp_path / "one", TINY_SHAPES_VAE_PATH, reading)
     continued = train(tmp_path / "two", TINY_SHAPES_VAE_PATH, before)
@@ -266,7 +267,8 @@ def test_train_tiny_flags_set_the_settings_of_their_name(capsys: pytest.CaptureF
     passes = (
         "settling_rounds", "rereading_passes", "raised_passes", "last_settling_rounds", "final_passes",
         "final_settling_rounds", "speaking_rounds", "speaking_steps", "deepened_text_layers", "deepened_steps",
-        "common_word_steps", "common_word_settling_steps", "common_word_settling_rounds",
+        "common_word_steps", "common_word_settling_steps", "common_word_settling_rounds", "cooling_steps",
+        "cooling_rounds",
     )  # fmt: skip
     for name in (*stages, *passes):
         assert hasattr(flags, name) and name in TrainSettings.__dataclass_fields__  # every stage flag is a setting
