@@ -832,16 +832,14 @@ def read_common_words(out: Path, vae_path: Path, settings: TrainSettings) -> Pat
         reading_share=settings.common_word_settling_reading_share, letter_weight=settings.reading_letter_weight,
         word_list=words,
     )  # fmt: skip
-    rounds = settings.common_word_settling_rounds if settings.common_word_settling_steps else 0
-    for round_ in range(rounds):
-        _continue(out, vae_path, settings, settling, seed=settings.seed + 11 + round_, heads=_fresh_heads(settings))
     cooling = ContinuedStage(
         "cooling", settings.cooling_steps, settings.cooling_binding_share, reading_share=settings.cooling_reading_share,
         letter_weight=settings.reading_letter_weight, word_list=words, peak_lr=settings.cooling_lr,
     )  # fmt: skip
-    for round_ in range(settings.cooling_rounds if settings.cooling_steps else 0):
-        seed = settings.seed + 11 + rounds + round_
-        _continue(out, vae_path, settings, cooling, seed=seed, heads=_fresh_heads(settings))
+    after = [settling] * (settings.common_word_settling_rounds if settings.common_word_settling_steps else 0)
+    after += [cooling] * (settings.cooling_rounds if settings.cooling_steps else 0)
+    for i, later in enumerate(after):  # each its own seed, in order
+        _continue(out, vae_path, settings, later, seed=settings.seed + 11 + i, heads=_fresh_heads(settings))
     return out
 
 
