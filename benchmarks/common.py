@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -53,6 +54,25 @@ def checkpoint_for(model: str) -> Iterator[str]:
             yield str(path)
     else:
         yield resolve(model).location
+
+
+def use_own_vae(model: str) -> Path | None:
+    """Masks of a `train-tiny` output folder decode with its own VQ-VAE (`vae.npz` in it) or,
+    without one, the shipped tiny VQ-VAE (the one the tools pick for the name the benchmarks
+    serve it under, `paligemma2-tiny-shapes`). Sets `$PALIGEMMA_VAE_PATH` and returns the path;
+    None (nothing set) for the shipped tiny model or when the variable is set already."""
+    from server.model_source import TINY_NAME, resolve
+    from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
+    from tools.vae_checkpoint import ENV_VAR
+
+    source = resolve(model)
+    if source.location == resolve(TINY_NAME).location or ENV_VAR in os.environ:
+        return None
+    own = Path(source.location) / "vae.npz"
+    chosen = own if own.is_file() else TINY_SHAPES_VAE_PATH
+    os.environ[ENV_VAR] = str(chosen)
+    print(f"masks decoded with {chosen} ({ENV_VAR} to choose another)")
+    return chosen
 
 
 def median_ms(samples: Sequence[float]) -> float:

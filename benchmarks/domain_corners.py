@@ -1,6 +1,6 @@
 """The trained tiny model at the corners of its domain, on images drawn by a second drawer.
 
-    .venv/bin/python -m benchmarks.domain_corners [--per-corner 20] [--base-url URL]
+    .venv/bin/python -m benchmarks.domain_corners [--per-corner 20] [--model DIR] [--base-url URL]
 
 `benchmarks.tiny_accuracy` scores held-out scenes of `training.scenes`, the generator the model
 was trained on. This script draws its own images from the written specification alone
@@ -10,7 +10,7 @@ the documented ranges, a word in Pillow's bundled font centred across 45-85 % of
 the sizes and aspects where the domain ends (64 px, 1:2 and 2:1, 2000 px; a 4000x3000 photo that
 the tools downscale; a JPEG stored sideways with EXIF orientation 6). What a user who draws their
 own test images gets, through the typed tools against `paligemma serve --model tiny` (started
-here unless `--base-url` names a running one).
+here unless `--base-url` names a running one; `--model` measures a `train-tiny` output folder).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import tools
-from benchmarks.common import print_table
+from benchmarks.common import print_table, use_own_vae
+from server.model_source import TINY_NAME
+from tools.tiny_shapes_model import TINY_SHAPES_MODEL
 from training.evaluate import box_iou, mask_iou
 
 SHAPES = ("circle", "square", "triangle")
@@ -189,16 +191,19 @@ def run(client: tools.PaliGemmaClient, per_corner: int, seed: int) -> Tally:
 
 
 @contextmanager
-def endpoint(base_url: str | None) -> Iterator[tuple[str, str]]:
-    """(base URL, model name): the one given, or `paligemma serve --model tiny` started and stopped here."""
+def endpoint(base_url: str | None, model: str) -> Iterator[tuple[str, str]]:
+    """(base URL, model name): the tiny model at `base_url`, or `paligemma serve --model MODEL`
+    started and stopped here. Either serves under the tiny model's name, so that the tools send
+    what they send the shipped one (its 288 px input; tools.tiny_shapes_model)."""
     if base_url:
-        yield base_url, "paligemma2-tiny-shapes"
+        yield base_url, TINY_SHAPES_MODEL
         return
     from server import serve
     from server.process import free_port
     from server.vllm_command import ServeOptions
 
-    plan = serve.plan(ServeOptions(model="tiny", port=free_port(), eager=True), device="cpu")
+    options = ServeOptions(model=model, port=free_port(), eager=True, served_model_name=TINY_SHAPES_MODEL)
+    plan = serve.plan(options, device="cpu")
     with serve.running(plan, echo=False):
         yield plan.command.base_url, plan.command.served_model_name
 
@@ -207,9 +212,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-corner", type=int, default=20, help="images per size")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--base-url", help="a running server of the tiny model (else one is started)")
+    parser.add_argument("--model", default=TINY_NAME, help="tiny (the shipped trained model) or a checkpoint folder")
+    parser.add_argument(
+        "--base-url", help=f"a running server of the tiny model, served as {TINY_SHAPES_MODEL} (else one is started)"
+    )
     args = parser.parse_args()
-    with endpoint(args.base_url) as (base_url, model), tools.PaliGemmaClient(base_url=base_url, model=model) as client:
+    use_own_vae(args.model)
+    with (
+        endpoint(args.base_url, args.model) as (base_url, model),
+        tools.PaliGemmaClient(base_url=base_url, model=model) as client,
+    ):
         tally = run(client, args.per_corner, args.seed)
     measures = ("shapes found", "mask", "count", "colour", "word read whole")
     corners = list(dict.fromkeys(corner for corner, _ in tally.hits))

@@ -15,18 +15,17 @@ answers are parsed by the tools' parsers and scored by `training.evaluate`. Prin
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import print_table
+from benchmarks.common import print_table, use_own_vae
 from server import serve
 from server.model_source import TINY_NAME, resolve
 from server.process import free_port
 from server.vllm_command import ServeOptions
-from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
-from tools.vae_checkpoint import ENV_VAR, load_vae_decoder
+from tools.tiny_shapes_model import TINY_SHAPES_MODEL
+from tools.vae_checkpoint import load_vae_decoder
 from training import common_words, evaluate
 
 GOALS = {
@@ -68,16 +67,13 @@ def main() -> None:
     print("words to read: " + ", ".join(f"{kind} {n}" for kind, n in (lengths + widths + misread).items()))
     if args.baselines_only:
         return
-    if source.served_name != resolve(TINY_NAME).served_name and ENV_VAR not in os.environ:
-        # a `train-tiny` output folder: its masks decode with its own VQ-VAE, or the shipped one;
-        # served under the folder's name, the tools would otherwise look for PaliGemma's vae-oid.npz
-        own = Path(source.location) / "vae.npz"
-        os.environ[ENV_VAR] = str(own if own.is_file() else TINY_SHAPES_VAE_PATH)
-        print(f"masks decoded with {os.environ[ENV_VAR]} ({ENV_VAR} to choose another)")
+    use_own_vae(args.model)
     columns: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
 
-    the_plan = serve.plan(ServeOptions(model=args.model, port=free_port()), device="cpu")
+    # served under the tiny model's name, a `train-tiny` folder gets what the shipped model gets
+    options = ServeOptions(model=args.model, port=free_port(), served_model_name=TINY_SHAPES_MODEL)
+    the_plan = serve.plan(options, device="cpu")
     with serve.running(the_plan, echo=False):
         started = time.perf_counter()
         served = evaluate.served_results(
