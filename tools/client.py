@@ -149,6 +149,8 @@ class PaliGemmaClient:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Semaphore]]
         self._async = weakref.WeakKeyDictionary()
         self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per model name
+        # Each LoRA adapter's base model, as the endpoint lists it; None until listed (see `model`).
+        self._parents: dict[str, str] | None = None
         self._decoder_error: CheckpointError | None = None
 
     def __repr__(self) -> str:
@@ -242,6 +244,18 @@ class PaliGemmaClient:
     ) -> None:
         await self.aclose()
 
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """One endpoint call's bounds (endpoint_limits): its total deadline, retries included, and
+        its response size cap; a bound reached raises our error for it."""
+        bounds = endpoint_limits.start_call(self.timeout_s, self.max_response_bytes)
+        try:
+            yield
+        except (endpoint_limits.ResponseTooLarge, endpoint_limits.DeadlinePassed) as e:
+            raise _bound_error(e, self.base_url) from e
+        finally:
+            endpoint_limits.end_call(bounds)
+
     # --- model name ----------------------------------------------------------------------
     def _pick_model(self, served: list[str]) -> str:
         if len(served) == 1:
@@ -253,29 +267,68 @@ class PaliGemmaClient:
             "pass model= or set PALIGEMMA_MODEL."
         )
 
-    def model(self) -> str:
-        """The model name: configured, or asked of the endpoint once."""
+    def _known_model(self) -> str | None:
+        """The model name when the endpoint's model list need not be read: configured, or picked,
+        and either saying what it sees or already looked up in the list (a name that says nothing,
+        a LoRA adapter's say, is looked up once to find its base model)."""
+        if self._model is None or (self._parents is None and model_input_px(self._model) is None):
+            return None
+        return self._model
+
+    def _take_listing(self, listed: list[Any]) -> str:
+        model = self._model or self._pick_model([m.id for m in listed])
+        # vLLM lists a LoRA adapter with `parent`: the served name of the model it runs on
+        parents = ((m.id, getattr(m, "parent", None)) for m in listed)
+        self._model, self._parents = model, {name: p for name, p in parents if isinstance(p, str) and p}
+        return model
+
+    def _listing_failed(self, error: openai.OpenAIError) -> str:
+        """Without a configured name, or with the endpoint unreachable, the call cannot go on; a
+        configured name is otherwise used as it is (an endpoint need not list its models)."""
         import openai
 
-        if self._model is None:
-            try:
-                served = [m.id for m in self._sync_client().models.list()]
-            except openai.OpenAIError as e:
-                raise _endpoint_error(e, self.base_url) from e
-            self._model = self._pick_model(served)
+        if self._model is None or isinstance(error, openai.APIConnectionError):
+            raise _endpoint_error(error, self.base_url) from error
+        self._parents = {}
         return self._model
+
+    def model(self) -> str:
+        """The model name: configured, or asked of the endpoint once (the same list gives a LoRA
+        adapter's base model, see `base_model`). The listing is bounded as a completion is."""
+        import openai
+
+        known = self._known_model()
+        if known is not None:
+            return known
+        try:
+            with self._bounded():
+                listed = list(self._sync_client().models.list())
+        except openai.OpenAIError as e:
+            return self._listing_failed(e)
+        return self._take_listing(listed)
 
     async def amodel(self) -> str:
         import openai
 
-        if self._model is None:
-            sdk, _ = self._async_client()
-            try:
-                served = [m.id async for m in sdk.models.list()]
-            except openai.OpenAIError as e:
-                raise _endpoint_error(e, self.base_url) from e
-            self._model = self._pick_model(served)
-        return self._model
+        known = self._known_model()
+        if known is not None:
+            return known
+        sdk, _ = self._async_client()
+        try:
+            with self._bounded():
+                async with asyncio.timeout(self.timeout_s):
+                    listed = [m async for m in sdk.models.list()]
+        except TimeoutError as e:
+            raise _timeout(self.base_url) from e
+        except openai.OpenAIError as e:
+            return self._listing_failed(e)
+        return self._take_listing(listed)
+
+    def base_model(self, model: str) -> str:
+        """The served model `model` runs on: a LoRA adapter's base model as the endpoint listed it
+        (once `model()` has read the list), else `model` itself. What the tools send and which
+        VQ-VAE decodes the masks follow the base model."""
+        return (self._parents or {}).get(model, model)
 
     def send_side_px(self, model: str) -> int:
         """The shorter side images are downscaled to before they are sent to `model`.
@@ -286,7 +339,7 @@ class PaliGemmaClient:
         """
         if self.send_min_side_px is not None:
             return self.send_min_side_px
-        return model_input_px(model) or SEND_MIN_SIDE_PX
+        return model_input_px(self.base_model(model)) or SEND_MIN_SIDE_PX
 
     # --- completions ---------------------------------------------------------------------
     def _request(
@@ -321,8 +374,7 @@ class PaliGemmaClient:
         """One greedy chat completion with one image."""
         import openai
 
-        with self.limit():
-            bounds = endpoint_limits.start_call(self.timeout_s, self.max_response_bytes)  # retries included
+        with self.limit(), self._bounded():
             try:
                 model = self.model()
                 reply = self._sync_client().chat.completions.create(
@@ -330,10 +382,6 @@ class PaliGemmaClient:
                 )
             except openai.OpenAIError as e:
                 raise _endpoint_error(e, self.base_url) from e
-            except (endpoint_limits.ResponseTooLarge, endpoint_limits.DeadlinePassed) as e:
-                raise _bound_error(e, self.base_url) from e
-            finally:
-                endpoint_limits.end_call(bounds)
         return self._completion(reply, model)
 
     async def acomplete(
@@ -344,21 +392,17 @@ class PaliGemmaClient:
 
         sdk, _ = self._async_client()
         async with self.alimit():
-            bounds = endpoint_limits.start_call(self.timeout_s, self.max_response_bytes)
             try:
-                async with asyncio.timeout(self.timeout_s):  # the total, retries included
-                    model = await self.amodel()
-                    reply = await sdk.chat.completions.create(
-                        **self._request(model, image, prompt, max_tokens, extra_body)
-                    )
+                with self._bounded():
+                    async with asyncio.timeout(self.timeout_s):  # the total, retries included
+                        model = await self.amodel()
+                        reply = await sdk.chat.completions.create(
+                            **self._request(model, image, prompt, max_tokens, extra_body)
+                        )
             except TimeoutError as e:
                 raise _timeout(self.base_url) from e
             except openai.OpenAIError as e:
                 raise _endpoint_error(e, self.base_url) from e
-            except (endpoint_limits.ResponseTooLarge, endpoint_limits.DeadlinePassed) as e:
-                raise _bound_error(e, self.base_url) from e
-            finally:
-                endpoint_limits.end_call(bounds)
         return self._completion(reply, model)
 
     # --- mask decoder --------------------------------------------------------------------
@@ -369,7 +413,8 @@ class PaliGemmaClient:
                 from tools.vae_checkpoint import load_vae_decoder
 
                 try:
-                    self._decoders[model] = load_vae_decoder(self.vae_path, model=model, download=self.download_vae)
+                    base = None if model is None else self.base_model(model)
+                    self._decoders[model] = load_vae_decoder(self.vae_path, model=base, download=self.download_vae)
                 except CheckpointError as e:
                     self._decoders[model] = e  # remembered: no download attempt on every call
             found = self._decoders[model]

@@ -18,6 +18,9 @@ class Behaviour:
     extra_bytes: int = 0  # padding inside the JSON, to make the response large
     trickle_s: float = 0.0  # delay between 1-byte writes of the body
     requests: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # of the POSTed requests
+    models: list[dict[str, object]] = field(default_factory=lambda: [{"id": "fake", "object": "model"}])
+    models_status: int = 200  # what GET /v1/models answers with
 
 
 def _body(behaviour: Behaviour) -> bytes:
@@ -42,8 +45,8 @@ def fake_endpoint(behaviour: Behaviour) -> Iterator[str]:
 
         def do_GET(self) -> None:
             behaviour.requests.append(self.path)
-            body = json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode()
-            self.send_response(200)
+            body = json.dumps({"object": "list", "data": behaviour.models}).encode()
+            self.send_response(behaviour.models_status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -51,7 +54,7 @@ def fake_endpoint(behaviour: Behaviour) -> Iterator[str]:
 
         def do_POST(self) -> None:
             behaviour.requests.append(self.path)
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            behaviour.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
             body = _body(behaviour)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

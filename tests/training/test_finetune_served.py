@@ -16,6 +16,8 @@ import pytest
 
 import tools
 from tests.server_pool import TinyServer
+from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX
+from training import evaluate, scenes
 
 pytestmark = pytest.mark.vllm
 
@@ -57,3 +59,20 @@ def test_the_environment_picks_the_adapter(lora: LoraServer, monkeypatch: pytest
     image = sorted(lora.scenes.glob("*.png"))[1]
     with tools.PaliGemmaClient(base_url=lora.base_url, timeout_s=600) as client:
         assert tools.locate_objects(image, "star", client=client).model == lora.adapter
+
+
+def test_the_adapter_is_treated_as_its_base_model(lora: LoraServer) -> None:
+    """vLLM lists the adapter with its base model as `parent`: the tools send it the 288 px they
+    send the tiny model and decode its masks with the shipped tiny VQ-VAE, with no configuration
+    and nothing downloaded (a name they do not know would get 896 px and PaliGemma's vae-oid)."""
+    scene = next(s for s in evaluate.held_out_scenes(8) if s.objects)
+    truth = scene.objects[0]
+    with tools.PaliGemmaClient(base_url=lora.base_url, model=lora.adapter, timeout_s=600, download_vae=False) as client:
+        found = tools.segment_objects(scene.image, truth.shape, client=client)
+        assert client.send_side_px(lora.adapter) == TINY_SHAPES_INPUT_PX
+    assert found.model == lora.adapter and found.masks_decoded, found.issues
+    masks = [o.mask for o in found.objects if o.mask is not None]
+    assert masks, (found.raw_text, found.issues)
+    drawn = scenes.object_mask(scene, truth)
+    iou = max(float((m & drawn).sum() / (m | drawn).sum()) for m in masks)
+    assert iou >= 0.7, (truth, found.raw_text)

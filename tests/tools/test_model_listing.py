@@ -1,0 +1,108 @@
+"""What the client learns from the endpoint's model list. vLLM lists a LoRA adapter served with
+`--lora star=DIR` beside its base model, with `parent` = the base model's served name; the tools
+send the adapter images the size its base model sees and decode its masks with the base model's
+VQ-VAE. A name that says what it sees is never looked up; the list is read once per client; an
+endpoint that does not list its models still answers; a hostile list is cut off."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import time
+
+import pytest
+from PIL import Image
+
+import tools
+from tests.images import gradient_image
+from tests.tools.fake_endpoint import Behaviour, fake_endpoint
+from tools.images import SEND_MIN_SIDE_PX
+from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX, TINY_SHAPES_MODEL
+
+MODELS = "/v1/models"
+CHAT = "/v1/chat/completions"
+WITH_ADAPTER: list[dict[str, object]] = [
+    {"id": TINY_SHAPES_MODEL, "object": "model", "root": "/models/tiny", "parent": None},
+    {"id": "star", "object": "model", "root": "/adapters/star", "parent": TINY_SHAPES_MODEL},
+]
+ASYNC = pytest.mark.parametrize("asynchronous", [pytest.param(False, id="sync"), pytest.param(True, id="async")])
+
+
+def locate_twice(base_url: str, model: str | None, asynchronous: bool) -> tools.PaliGemmaClient:
+    """Two `locate_objects` calls on a 2000x1200 image through one client, which is returned closed."""
+    image = gradient_image(2000, 1200)
+    client = tools.PaliGemmaClient(base_url=base_url, model=model, max_retries=0, timeout_s=5, download_vae=False)
+    if asynchronous:
+
+        async def main() -> None:
+            async with client:
+                for _ in range(2):
+                    await tools.alocate_objects(image, "cat", client=client)
+
+        asyncio.run(main())
+    else:
+        with client:
+            for _ in range(2):
+                tools.locate_objects(image, "cat", client=client)
+    return client
+
+
+def sent_short_sides(behaviour: Behaviour) -> list[int]:
+    """The shorter side of the image in each chat request the endpoint received."""
+    sides = []
+    for body in behaviour.bodies:
+        url = json.loads(body)["messages"][0]["content"][0]["image_url"]["url"]
+        sides.append(min(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size))
+    return sides
+
+
+@ASYNC
+def test_an_adapter_is_sent_what_its_base_model_sees_and_gets_its_decoder(asynchronous: bool) -> None:
+    behaviour = Behaviour(models=WITH_ADAPTER)
+    with fake_endpoint(behaviour) as base_url:
+        client = locate_twice(base_url, "star", asynchronous)
+    assert behaviour.requests == [MODELS, CHAT, CHAT]  # the list read once
+    assert sent_short_sides(behaviour) == [TINY_SHAPES_INPUT_PX] * 2
+    assert client.base_model("star") == TINY_SHAPES_MODEL
+    assert client.vae_decoder("star") is not None  # the shipped tiny VQ-VAE, offline
+
+
+@ASYNC
+def test_a_name_that_says_its_size_is_not_looked_up(asynchronous: bool) -> None:
+    behaviour = Behaviour(models=WITH_ADAPTER)
+    with fake_endpoint(behaviour) as base_url:
+        locate_twice(base_url, "google/paligemma2-3b-mix-448", asynchronous)
+    assert behaviour.requests == [CHAT, CHAT]
+    assert sent_short_sides(behaviour) == [448] * 2
+
+
+@ASYNC
+def test_without_a_model_list_a_configured_name_is_used_as_it_is(asynchronous: bool) -> None:
+    behaviour = Behaviour(models_status=404)
+    with fake_endpoint(behaviour) as base_url:
+        client = locate_twice(base_url, "my-model", asynchronous)
+    assert behaviour.requests == [MODELS, CHAT, CHAT]  # not asked again
+    assert sent_short_sides(behaviour) == [SEND_MIN_SIDE_PX] * 2
+    assert client.base_model("my-model") == "my-model"
+
+
+@ASYNC
+def test_a_listed_model_without_parent_is_its_own_base(asynchronous: bool) -> None:
+    behaviour = Behaviour(models=[{"id": "my-model", "object": "model", "root": "/models/mine"}])
+    with fake_endpoint(behaviour) as base_url:
+        client = locate_twice(base_url, "my-model", asynchronous)
+    assert behaviour.requests == [MODELS, CHAT, CHAT]
+    assert client.base_model("my-model") == "my-model"
+
+
+@ASYNC
+@pytest.mark.parametrize("model", ["star", None], ids=["adapter-name", "no-name"])
+def test_a_hostile_model_list_is_cut_off_before_any_completion(model: str | None, asynchronous: bool) -> None:
+    many = [{"id": f"m{i:07d}", "object": "model", "parent": "x" * 64} for i in range(80_000)]  # ~8 MB
+    behaviour = Behaviour(models=many)
+    started = time.monotonic()
+    with fake_endpoint(behaviour) as base_url, pytest.raises(tools.EndpointRequestError, match="too much data"):
+        locate_twice(base_url, model, asynchronous)
+    assert behaviour.requests == [MODELS] and time.monotonic() - started < 5.0
