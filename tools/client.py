@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from tools import endpoint_limits
 from tools.errors import (
@@ -40,6 +40,15 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 # The clients whose concurrency slot this call chain holds: the dispatcher and the tool functions
 # take one slot around decoding and the request, and nested uses (threads included) share it.
 _HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("paligemma_slots", default=frozenset())
+
+
+class _LoopClient(NamedTuple):
+    """What the async calls on one event loop share: AsyncOpenAI's connection pool, the
+    concurrency slots and the model list's lock belong to the loop they were made in."""
+
+    sdk: openai.AsyncOpenAI
+    slots: asyncio.Semaphore
+    listing: asyncio.Lock
 
 
 @dataclass(frozen=True)
@@ -145,9 +154,8 @@ class PaliGemmaClient:
         self._lock = threading.Lock()
         self._sync: openai.OpenAI | None = None
         self._sync_slots = threading.BoundedSemaphore(max_concurrency)
-        # AsyncOpenAI's connection pool and asyncio.Semaphore belong to one event loop.
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Semaphore]]
-        self._async = weakref.WeakKeyDictionary()
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
+        self._listing_lock = threading.Lock()  # threads that need the model list at once share one read
         self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per model name
         # Each LoRA adapter's base model, as the endpoint lists it; None until listed (see `model`).
         self._parents: dict[str, str] | None = None
@@ -174,7 +182,7 @@ class PaliGemmaClient:
                 self._sync = openai.OpenAI(**self._sdk_options(), http_client=http)
             return self._sync
 
-    def _async_client(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+    def _async_client(self) -> _LoopClient:
         import openai
 
         loop = asyncio.get_running_loop()
@@ -183,7 +191,7 @@ class PaliGemmaClient:
             if entry is None:
                 http = openai.DefaultAsyncHttpxClient(event_hooks=endpoint_limits.async_hooks())
                 sdk = openai.AsyncOpenAI(**self._sdk_options(), http_client=http)
-                entry = (sdk, asyncio.Semaphore(self.max_concurrency))
+                entry = _LoopClient(sdk, asyncio.Semaphore(self.max_concurrency), asyncio.Lock())
                 self._async[loop] = entry
             return entry
 
@@ -208,8 +216,7 @@ class PaliGemmaClient:
         if id(self) in held:
             yield
             return
-        _, slots = self._async_client()
-        async with slots:
+        async with self._async_client().slots:
             token = _HELD.set(held | {id(self)})
             try:
                 yield
@@ -228,7 +235,7 @@ class PaliGemmaClient:
         with self._lock:
             entry = self._async.pop(asyncio.get_running_loop(), None)
         if entry is not None:
-            await entry[0].close()
+            await entry.sdk.close()
 
     def __enter__(self) -> Self:
         return self
@@ -297,32 +304,34 @@ class PaliGemmaClient:
         adapter's base model, see `base_model`). The listing is bounded as a completion is."""
         import openai
 
-        known = self._known_model()
-        if known is not None:
-            return known
-        try:
-            with self._bounded():
-                listed = list(self._sync_client().models.list())
-        except openai.OpenAIError as e:
-            return self._listing_failed(e)
-        return self._take_listing(listed)
+        with self._listing_lock:
+            known = self._known_model()
+            if known is not None:
+                return known
+            try:
+                with self._bounded():
+                    listed = list(self._sync_client().models.list())
+            except openai.OpenAIError as e:
+                return self._listing_failed(e)
+            return self._take_listing(listed)
 
     async def amodel(self) -> str:
         import openai
 
-        known = self._known_model()
-        if known is not None:
-            return known
-        sdk, _ = self._async_client()
-        try:
-            with self._bounded():
-                async with asyncio.timeout(self.timeout_s):
-                    listed = [m async for m in sdk.models.list()]
-        except TimeoutError as e:
-            raise _timeout(self.base_url) from e
-        except openai.OpenAIError as e:
-            return self._listing_failed(e)
-        return self._take_listing(listed)
+        loop_client = self._async_client()
+        async with loop_client.listing:  # tasks that need the model list at once share one read
+            known = self._known_model()
+            if known is not None:
+                return known
+            try:
+                with self._bounded():
+                    async with asyncio.timeout(self.timeout_s):
+                        listed = [m async for m in loop_client.sdk.models.list()]
+            except TimeoutError as e:
+                raise _timeout(self.base_url) from e
+            except openai.OpenAIError as e:
+                return self._listing_failed(e)
+            return self._take_listing(listed)
 
     def base_model(self, model: str) -> str:
         """The served model `model` runs on: a LoRA adapter's base model as the endpoint listed it
@@ -390,7 +399,7 @@ class PaliGemmaClient:
         """The async form of `complete`, at most `max_concurrency` at a time per event loop."""
         import openai
 
-        sdk, _ = self._async_client()
+        sdk = self._async_client().sdk
         async with self.alimit():
             try:
                 with self._bounded():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import io
 import json
 import time
@@ -106,3 +107,23 @@ def test_a_hostile_model_list_is_cut_off_before_any_completion(model: str | None
     with fake_endpoint(behaviour) as base_url, pytest.raises(tools.EndpointRequestError, match="too much data"):
         locate_twice(base_url, model, asynchronous)
     assert behaviour.requests == [MODELS] and time.monotonic() - started < 5.0
+
+
+@ASYNC
+def test_calls_made_at_once_share_one_reading_of_the_list(asynchronous: bool) -> None:
+    behaviour = Behaviour(models=WITH_ADAPTER)
+    image = gradient_image(640, 480)
+    with fake_endpoint(behaviour) as base_url:
+        client = tools.PaliGemmaClient(base_url=base_url, model="star", max_retries=0, timeout_s=10)
+        if asynchronous:
+
+            async def main() -> None:
+                async with client:
+                    await asyncio.gather(*(tools.alocate_objects(image, "cat", client=client) for _ in range(8)))
+
+            asyncio.run(main())
+        else:
+            with client, concurrent.futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda _: tools.locate_objects(image, "cat", client=client), range(8)))
+    assert sorted(behaviour.requests) == [CHAT] * 8 + [MODELS]
+    assert sent_short_sides(behaviour) == [TINY_SHAPES_INPUT_PX] * 8
