@@ -9,6 +9,7 @@ the error mapping; each keeps its own concurrency limit.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import os
 import threading
@@ -18,7 +19,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from tools import endpoint_limits
 from tools.errors import (
@@ -42,13 +43,20 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 _HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("paligemma_slots", default=frozenset())
 
 
-class _LoopClient(NamedTuple):
-    """What the async calls on one event loop share: AsyncOpenAI's connection pool, the
-    concurrency slots and the model list's lock belong to the loop they were made in."""
+@dataclass
+class _LoopClient:
+    """What the async calls on one event loop share, made in that loop: AsyncOpenAI's connection
+    pool, the concurrency slots and the reading of the model list in flight, if any."""
 
     sdk: openai.AsyncOpenAI
     slots: asyncio.Semaphore
-    listing: asyncio.Lock
+    listing: asyncio.Task[str] | None = None
+
+
+def _listing_done(loop_client: _LoopClient, task: asyncio.Task[str]) -> None:
+    loop_client.listing = None
+    if not task.cancelled():
+        task.exception()  # retrieved here too: every caller waiting on it may have been cancelled
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,8 @@ class PaliGemmaClient:
         self._sync: openai.OpenAI | None = None
         self._sync_slots = threading.BoundedSemaphore(max_concurrency)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
-        self._listing_lock = threading.Lock()  # threads that need the model list at once share one read
+        # The reading of the model list in flight for threads: those that need it at once share it.
+        self._listing: concurrent.futures.Future[str] | None = None
         self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per model name
         # Each LoRA adapter's base model, as the endpoint lists it; None until listed (see `model`).
         self._parents: dict[str, str] | None = None
@@ -191,7 +200,7 @@ class PaliGemmaClient:
             if entry is None:
                 http = openai.DefaultAsyncHttpxClient(event_hooks=endpoint_limits.async_hooks())
                 sdk = openai.AsyncOpenAI(**self._sdk_options(), http_client=http)
-                entry = _LoopClient(sdk, asyncio.Semaphore(self.max_concurrency), asyncio.Lock())
+                entry = _LoopClient(sdk, asyncio.Semaphore(self.max_concurrency))
                 self._async[loop] = entry
             return entry
 
@@ -301,37 +310,58 @@ class PaliGemmaClient:
 
     def model(self) -> str:
         """The model name: configured, or asked of the endpoint once (the same list gives a LoRA
-        adapter's base model, see `base_model`). The listing is bounded as a completion is."""
+        adapter's base model, see `base_model`). The listing is bounded as a completion is; calls
+        that need it at once share one reading and its outcome."""
+        known = self._known_model()
+        if known is not None:
+            return known
+        with self._lock:
+            flight, mine = self._listing, self._listing is None
+            if flight is None:
+                flight = self._listing = concurrent.futures.Future()
+        if mine:
+            try:
+                flight.set_result(self._read_listing())
+            except BaseException as e:
+                flight.set_exception(e)
+            finally:
+                with self._lock:
+                    self._listing = None
+        return flight.result()
+
+    def _read_listing(self) -> str:
         import openai
 
-        with self._listing_lock:
-            known = self._known_model()
-            if known is not None:
-                return known
-            try:
-                with self._bounded():
-                    listed = list(self._sync_client().models.list())
-            except openai.OpenAIError as e:
-                return self._listing_failed(e)
-            return self._take_listing(listed)
+        try:
+            with self._bounded():
+                listed = list(self._sync_client().models.list())
+        except openai.OpenAIError as e:
+            return self._listing_failed(e)
+        return self._take_listing(listed)
 
     async def amodel(self) -> str:
+        known = self._known_model()
+        if known is not None:
+            return known
+        loop_client = self._async_client()
+        if loop_client.listing is None:
+            loop_client.listing = asyncio.ensure_future(self._aread_listing(loop_client.sdk))
+            loop_client.listing.add_done_callback(lambda task: _listing_done(loop_client, task))
+        # shielded: a caller cancelled (its own deadline) leaves the reading to the others
+        return await asyncio.shield(loop_client.listing)
+
+    async def _aread_listing(self, sdk: openai.AsyncOpenAI) -> str:
         import openai
 
-        loop_client = self._async_client()
-        async with loop_client.listing:  # tasks that need the model list at once share one read
-            known = self._known_model()
-            if known is not None:
-                return known
-            try:
-                with self._bounded():
-                    async with asyncio.timeout(self.timeout_s):
-                        listed = [m async for m in loop_client.sdk.models.list()]
-            except TimeoutError as e:
-                raise _timeout(self.base_url) from e
-            except openai.OpenAIError as e:
-                return self._listing_failed(e)
-            return self._take_listing(listed)
+        try:
+            with self._bounded():
+                async with asyncio.timeout(self.timeout_s):
+                    listed = [m async for m in sdk.models.list()]
+        except TimeoutError as e:
+            raise _timeout(self.base_url) from e
+        except openai.OpenAIError as e:
+            return self._listing_failed(e)
+        return self._take_listing(listed)
 
     def base_model(self, model: str) -> str:
         """The served model `model` runs on: a LoRA adapter's base model as the endpoint listed it

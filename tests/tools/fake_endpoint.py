@@ -21,6 +21,7 @@ class Behaviour:
     bodies: list[bytes] = field(default_factory=list)  # of the POSTed requests
     models: list[dict[str, object]] = field(default_factory=lambda: [{"id": "fake", "object": "model"}])
     models_status: int = 200  # what GET /v1/models answers with
+    models_delay_s: float = 0.0  # how long GET /v1/models keeps the caller waiting first
 
 
 def _body(behaviour: Behaviour) -> bytes:
@@ -45,12 +46,16 @@ def fake_endpoint(behaviour: Behaviour) -> Iterator[str]:
 
         def do_GET(self) -> None:
             behaviour.requests.append(self.path)
+            time.sleep(behaviour.models_delay_s)
             body = json.dumps({"object": "list", "data": behaviour.models}).encode()
             self.send_response(behaviour.models_status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client cut a hostile list off
+                pass
 
         def do_POST(self) -> None:
             behaviour.requests.append(self.path)

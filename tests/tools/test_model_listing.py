@@ -127,3 +127,40 @@ def test_calls_made_at_once_share_one_reading_of_the_list(asynchronous: bool) ->
                 list(pool.map(lambda _: tools.locate_objects(image, "cat", client=client), range(8)))
     assert sorted(behaviour.requests) == [CHAT] * 8 + [MODELS]
     assert sent_short_sides(behaviour) == [TINY_SHAPES_INPUT_PX] * 8
+
+
+@ASYNC
+def test_calls_waiting_on_a_list_that_never_comes_fail_together(asynchronous: bool) -> None:
+    """A caller that waited for another's reading of the list gets that reading's outcome: four
+    calls at once on an endpoint that does not answer the list end after one timeout, not four."""
+    behaviour = Behaviour(models=WITH_ADAPTER, models_delay_s=5.0)
+    image = gradient_image(640, 480)
+    errors: list[BaseException] = []
+    started = time.monotonic()
+    with fake_endpoint(behaviour) as base_url:
+        client = tools.PaliGemmaClient(base_url=base_url, model="star", max_retries=0, timeout_s=1.0)
+
+        def one() -> None:
+            try:
+                tools.locate_objects(image, "cat", client=client)
+            except tools.EndpointError as e:
+                errors.append(e)
+
+        async def one_async() -> None:
+            try:
+                await tools.alocate_objects(image, "cat", client=client)
+            except tools.EndpointError as e:
+                errors.append(e)
+
+        async def main() -> None:
+            async with client:
+                await asyncio.gather(*(one_async() for _ in range(4)))
+
+        if asynchronous:
+            asyncio.run(main())
+        else:
+            with client, concurrent.futures.ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda _: one(), range(4)))
+        elapsed = time.monotonic() - started
+    assert len(errors) == 4 and all(isinstance(e, tools.EndpointTimeoutError) for e in errors), errors
+    assert behaviour.requests == [MODELS] and elapsed < 3.0, (behaviour.requests, elapsed)
