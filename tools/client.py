@@ -316,6 +316,9 @@ class PaliGemmaClient:
         if known is not None:
             return known
         with self._lock:
+            known = self._known_model()  # again: a reading may have ended since
+            if known is not None:
+                return known
             flight, mine = self._listing, self._listing is None
             if flight is None:
                 flight = self._listing = concurrent.futures.Future()
