@@ -13,6 +13,7 @@ from server.tiny_model import is_tiny_model
 
 TINY_NAME = "tiny"  # `--model tiny`: the tiny PaliGemma 2 trained on the synthetic domain, shipped here
 TINY_TRAINED_DIR = Path(__file__).parent / "checkpoints" / "paligemma2-tiny-shapes"
+HUB_MISSING = "huggingface_hub is missing: install the serving extra, `pip install 'paligemma-tools[cpu]'` or `[gpu]`."
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ModelSource:
     max_model_len: int | None = None
     parameters_b: float | None = None
     is_tiny: bool = False
+    parent: str | None = None  # the model it was fine-tuned from, by its served name (its card's base_model)
 
 
 def _max_model_len_from_config(config: dict[str, object]) -> int | None:
@@ -54,14 +56,37 @@ def _local(path: Path) -> ModelSource:
         raise ModelSourceError(
             f"{path} holds a {config.get('model_type')!r} model, not PaliGemma; serve a PaliGemma 2 checkpoint."
         )
-    tiny = is_tiny_model(path)
+    parent = card_base_model(path)
     return ModelSource(
         location=str(path.resolve()),
         served_name=path.resolve().name,
         is_local=True,
         max_model_len=_max_model_len_from_config(config),
-        is_tiny=tiny,
+        is_tiny=is_tiny_model(path) or parent == TINY_TRAINED_DIR.name,
+        parent=parent,
     )
+
+
+def card_base_model(path: Path) -> str | None:
+    """The `base_model` a checkpoint folder's model card (README.md) names in its metadata block, as
+    Hugging Face model cards and `paligemma finetune`'s cards do; None without one. A card whose
+    metadata cannot be read names nothing: the card is documentation, and vLLM serves without it."""
+    card = path / "README.md"
+    if not card.is_file():
+        return None
+    try:
+        import yaml
+        from huggingface_hub.repocard import metadata_load
+    except ImportError as e:
+        raise MissingPackageError(HUB_MISSING) from e
+    try:
+        metadata = metadata_load(card)
+    except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
+        return None
+    base = (metadata or {}).get("base_model")
+    if isinstance(base, list) and len(base) == 1:
+        base = base[0]
+    return base.strip() if isinstance(base, str) and base.strip() else None
 
 
 def resolve(model: str) -> ModelSource:
@@ -98,9 +123,7 @@ def check_available(source: ModelSource) -> None:
         import huggingface_hub
         from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     except ImportError as e:
-        raise MissingPackageError(
-            "huggingface_hub is missing: install the serving extra, `pip install 'paligemma-tools[cpu]'` or `[gpu]`."
-        ) from e
+        raise MissingPackageError(HUB_MISSING) from e
     if isinstance(huggingface_hub.try_to_load_from_cache(source.location, "config.json"), str):
         return  # cached: vLLM loads it (and fetches missing weight files if it can)
     url = f"https://huggingface.co/{source.location}"

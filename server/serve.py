@@ -101,6 +101,16 @@ ATTENTION_SUMMARY: dict[Attention, str] = {
 }
 
 
+def parent_lines(parent: str | None) -> list[str]:
+    """What the banner says of a fine-tuned checkpoint's base model (its card's base_model)."""
+    if parent is None:
+        return []
+    return [
+        f"Fine-tuned from {parent!r} (its model card's base_model): /v1/models lists it with that parent,",
+        f"so the tools send it the images {parent!r} sees and decode its masks as {parent!r}'s.",
+    ]
+
+
 def usage_banner(command: VllmCommand, device: str) -> str:
     """What to paste to use the server: base URL, model name, curl and openai SDK examples."""
     url, model = command.base_url, command.served_model_name
@@ -123,6 +133,7 @@ def usage_banner(command: VllmCommand, device: str) -> str:
             f"PaliGemma is served ({device}) at {url} as model {model!r}.",
             f"Attention: {ATTENTION_SUMMARY[command.attention]} (response header {HEADER}).",
             *banner_lines(command.loras),
+            *parent_lines(command.parent),
             "",
             "curl (one image per request; photo.jpg is yours):",
             f"  curl -s {url}/chat/completions -H 'Content-Type: application/json' \\",

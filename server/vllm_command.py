@@ -17,6 +17,7 @@ from server.engine_packing import ENGINES_ENV, PACKING_MIDDLEWARE
 from server.errors import ServeError
 from server.hardware import Hardware
 from server.lora import LoraAdapter, lora_args
+from server.model_parent import PARENT_ENV, PARENT_MIDDLEWARE
 from server.model_source import ModelSource
 from server.vllm_plugin import ATTENTION_ENV, MIDDLEWARE, Attention
 
@@ -63,6 +64,7 @@ class VllmCommand:
     port: int = 8000
     attention: Attention = "causal"
     loras: tuple[LoraAdapter, ...] = ()
+    parent: str | None = None  # the model a fine-tuned checkpoint is listed with as its parent
 
     @property
     def base_url(self) -> str:
@@ -208,6 +210,12 @@ def build_command(
             env[ENGINES_ENV] = str(options.data_parallel_size)
     if options.api_key is not None:
         env["VLLM_API_KEY"] = options.api_key  # in the environment, not on a visible command line
+    parent = source.parent if source.parent != served_name else None
+    if parent is not None:  # listed as the adapters are, so the tools treat it as its base model
+        argv += ["--middleware", PARENT_MIDDLEWARE]
+        env[PARENT_ENV] = parent
     argv += lora_args(options.loras, served_name)
     argv += options.vllm_args
-    return VllmCommand(tuple(argv), env, served_name, options.host, options.port, options.attention, options.loras)
+    return VllmCommand(
+        tuple(argv), env, served_name, options.host, options.port, options.attention, options.loras, parent
+    )

@@ -77,20 +77,34 @@ def build_windowed_model(folder: Path) -> Path:
     return model_dir
 
 
-def finetune_star_adapter(work: Path) -> Path:
-    """`paligemma finetune --lora` for a few steps on star scenes written to `work/data` (the first
-    of the README's three fine-tuning commands); returns the adapter's folder."""
-    coco = star_scenes.write_coco(work / "data", 8, seed=11, max_side=200)
-    out = work / "star"
-    finetuned = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "finetune", "--model", TINY_NAME, "--data", str(coco), "--images",
-         str(coco.parent / "images"), "--task", "detect", "--out", str(out), "--lora", "--max-steps", "3",
-         "--batch-size", "4", "--eval-split", "0.25"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if finetuned.returncode != 0 or "AP50" not in finetuned.stdout:
+def run_finetune(work: Path, name: str, *, scenes: int, seed: int, args: list[str]) -> tuple[Path, str]:
+    """`paligemma finetune --model tiny` on `scenes` star scenes written to `work/data`, into
+    `work/name` with `args`; returns the output folder and what the command printed."""
+    coco = star_scenes.write_coco(work / "data", scenes, seed=seed, max_side=200)
+    out = work / name
+    command = [sys.executable, "-m", "clients.cli", "finetune", "--model", TINY_NAME, "--data", str(coco)]
+    command += ["--images", str(coco.parent / "images"), "--out", str(out), *args]
+    finetuned = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if finetuned.returncode != 0:
         raise RuntimeError(f"finetune failed ({finetuned.returncode}):\n{finetuned.stdout}\n{finetuned.stderr}")
+    return out, finetuned.stdout
+
+
+def finetune_star_adapter(work: Path) -> Path:
+    """`paligemma finetune --lora` for a few steps (the first of the README's three fine-tuning
+    commands); returns the adapter's folder."""
+    args = ["--task", "detect", "--lora", "--max-steps", "3", "--batch-size", "4", "--eval-split", "0.25"]
+    out, printed = run_finetune(work, "star", scenes=8, seed=11, args=args)
+    if "AP50" not in printed:
+        raise RuntimeError(f"finetune printed no held-out AP50:\n{printed}")
     return out
+
+
+def finetune_full_checkpoint(work: Path) -> Path:
+    """`paligemma finetune --full`, one step at the full method's learning rate: a whole
+    checkpoint, whose card names the tiny model as its base."""
+    args = ["--task", "segment", "--full", "--max-steps", "1", "--batch-size", "2", "--eval-split", "0"]
+    return run_finetune(work, "stars-full", scenes=4, seed=12, args=args)[0]
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +118,9 @@ def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     model_dir: Path = request.getfixturevalue("tiny_model_dir")
     windowed_dir = tmp_path_factory.mktemp("checkpoints") / f"tiny-window-{WINDOW}"
-    finetune_dir: Path = request.getfixturevalue("finetune_work") if "lora_server" in wanted else windowed_dir
+    finetune_dir: Path = (
+        request.getfixturevalue("finetune_work") if {"lora_server", "full_finetune_server"} & wanted else windowed_dir
+    )
     # Every pooled server but the trained one starts eager (~18 s sooner on CPU); the trained one
     # is served as `paligemma serve --model tiny` serves it, compiled.
     plans: dict[str, Prepare] = {
@@ -124,6 +140,9 @@ def server_pool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
             port=pool.port(),
             loras=read_adapters([f"star={finetune_star_adapter(finetune_dir)}"]),
             eager=True,
+        ),
+        "full_finetune_server": lambda pool: ServeOptions(
+            model=str(finetune_full_checkpoint(finetune_dir / "full")), port=pool.port(), eager=True
         ),
     }
     with ServerPool(tmp_path_factory.mktemp("logs"), START_TIMEOUT_S) as pool:
@@ -171,3 +190,10 @@ def lora_server(server_pool: ServerPool) -> Iterator[TinyServer]:
     """`paligemma serve --model tiny --lora star=ADAPTER`, the adapter from finetune_star_adapter."""
     yield server_pool.ready("lora_server")
     server_pool.stop("lora_server")  # only one module uses it
+
+
+@pytest.fixture(scope="module")
+def full_finetune_server(server_pool: ServerPool) -> Iterator[TinyServer]:
+    """`paligemma serve --model OUT` on a full fine-tune of the tiny model (finetune_full_checkpoint)."""
+    yield server_pool.ready("full_finetune_server")
+    server_pool.stop("full_finetune_server")  # only one module uses it

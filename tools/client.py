@@ -293,7 +293,8 @@ class PaliGemmaClient:
 
     def _take_listing(self, listed: list[Any]) -> str:
         model = self._model or self._pick_model([m.id for m in listed])
-        # vLLM lists a LoRA adapter with `parent`: the served name of the model it runs on
+        # vLLM lists a LoRA adapter with `parent`, the served name of the model it runs on;
+        # `paligemma serve` lists a fine-tuned checkpoint with the model it was made from
         parents = ((m.id, getattr(m, "parent", None)) for m in listed)
         self._model, self._parents = model, {name: p for name, p in parents if isinstance(p, str) and p}
         return model
@@ -367,10 +368,15 @@ class PaliGemmaClient:
         return self._take_listing(listed)
 
     def base_model(self, model: str) -> str:
-        """The served model `model` runs on: a LoRA adapter's base model as the endpoint listed it
-        (once `model()` has read the list), else `model` itself. What the tools send and which
-        VQ-VAE decodes the masks follow the base model."""
-        return (self._parents or {}).get(model, model)
+        """The model `model` was made from, as the endpoint listed it with `parent` (once `model()`
+        has read the list): a LoRA adapter's base model, a fine-tuned checkpoint's (`paligemma
+        serve` lists it so, docs/finetune.md), followed to the first; else `model` itself. What
+        the tools send and which VQ-VAE decodes the masks follow the base model."""
+        parents, seen = self._parents or {}, {model}
+        while (parent := parents.get(model)) is not None and parent not in seen:  # a cycle ends it
+            model = parent
+            seen.add(model)
+        return model
 
     def send_side_px(self, model: str) -> int:
         """The shorter side images are downscaled to before they are sent to `model`.

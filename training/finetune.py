@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from server.model_source import TINY_NAME, resolve
+from server.model_source import TINY_NAME, ModelSource, resolve
 from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
 from training import finetune_data, finetune_eval
 from training.finetune_data import FinetuneError, MaskEncoder, Record, Task
@@ -321,7 +321,7 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
         score=score,
         minutes=(time.monotonic() - started) / 60,
     )
-    _write_outputs(model, processor, settings, source.location, result, losses)
+    _write_outputs(model, processor, settings, source, result, losses)
     return result
 
 
@@ -333,7 +333,12 @@ def _mask_decoder(settings: FinetuneSettings) -> Any:
 
 
 def _write_outputs(
-    model: Any, processor: Any, settings: FinetuneSettings, base: str, result: FinetuneResult, losses: list[float]
+    model: Any,
+    processor: Any,
+    settings: FinetuneSettings,
+    base: ModelSource,
+    result: FinetuneResult,
+    losses: list[float],
 ) -> None:
     """The adapter or full checkpoint, the model card and eval.json in OUT."""
     from server.tiny_model import save_checkpoint
@@ -341,7 +346,7 @@ def _write_outputs(
 
     card = model_card.text(settings, base, result)
     if settings.method == "lora":
-        model.peft_config["default"].base_model_name_or_path = base
+        model.peft_config["default"].base_model_name_or_path = base.location
         model.save_pretrained(settings.out)
         (settings.out / "README.md").write_text(card)
     else:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.model_source import ModelSource
     from training.finetune import FinetuneResult, FinetuneSettings
 
+# The metadata block is Hugging Face's: `base_model` names the model this one was made from, by the
+# name it is served under. `paligemma serve --model OUT` lists OUT with it as parent, which is how
+# the tools know what OUT sees and which VQ-VAE decodes its masks (server/model_parent.py).
 CARD = """\
+---
+base_model: {base_model}
+library_name: {library}
+tags:
+- paligemma
+- paligemma-tools
+---
+
 # Fine-tuned PaliGemma: {name} ({method})
 
-Made by `paligemma finetune` (paligemma-tools) from `{base}` on `{data}` (task `{task}`,
+Made by `paligemma finetune` (paligemma-tools) from {base} on `{data}` (task `{task}`,
 {train} training examples, {held} held out).
 
 | | |
@@ -36,12 +49,16 @@ import tools
 {use}
 ```
 
-`eval.json` beside this card holds the score and the loss of every step.
+`base_model` in the metadata above names the model this one was made from, as it is served:
+`/v1/models` lists this model with it as `parent`, and the tools send this model the images that
+model sees and decode its masks with that model's VQ-VAE. `eval.json` beside this card holds the
+score and the loss of every step.
 """
 
 
-def text(settings: FinetuneSettings, base: str, result: FinetuneResult) -> str:
-    """The card for one finished run."""
+def text(settings: FinetuneSettings, base: ModelSource, result: FinetuneResult) -> str:
+    """The card for one finished run. Its base model is the one `base` was itself made from, if
+    its own card says (a fine-tune of a fine-tune sees what the first base sees)."""
     name = settings.out.resolve().name
     if settings.method == "lora":
         method_long = f"LoRA rank {settings.lora_rank} on the text model's projections (vision tower frozen)"
@@ -68,7 +85,9 @@ def text(settings: FinetuneSettings, base: str, result: FinetuneResult) -> str:
         name=name,
         method=settings.method,
         method_long=method_long,
-        base=settings.model if settings.model == base else f"{settings.model}` (`{base}",
+        base_model=json.dumps(base.parent or base.served_name),
+        library="peft" if settings.method == "lora" else "transformers",
+        base=f"`{settings.model}`" if settings.model == base.location else f"`{settings.model}` (`{base.location}`)",
         data=settings.data.name,
         task=settings.task,
         train=result.train_examples,

@@ -70,6 +70,32 @@ def test_an_adapter_is_sent_what_its_base_model_sees_and_gets_its_decoder(asynch
     assert client.vae_decoder("star") is not None  # the shipped tiny VQ-VAE, offline
 
 
+# `paligemma serve --model OUT` lists a fully fine-tuned checkpoint with the model its card names as
+# its base (server/model_parent.py); an adapter served on it has it as parent, as vLLM lists it
+FINE_TUNE_CHAIN: list[dict[str, object]] = [
+    {"id": "my-finetune", "object": "model", "root": "/models/my-finetune", "parent": "google/paligemma2-3b-mix-448"},
+    {"id": "star", "object": "model", "root": "/adapters/star", "parent": "my-finetune"},
+]
+
+
+@pytest.mark.parametrize("model", ["my-finetune", "star"])
+def test_a_fine_tune_and_an_adapter_on_it_follow_the_first_base_model(model: str) -> None:
+    behaviour = Behaviour(models=FINE_TUNE_CHAIN)
+    with fake_endpoint(behaviour) as base_url:
+        client = locate_twice(base_url, model, asynchronous=False)
+    assert behaviour.requests == [MODELS, CHAT, CHAT]
+    assert sent_short_sides(behaviour) == [448] * 2  # not the 896 px of a name that says nothing
+    assert client.base_model(model) == "google/paligemma2-3b-mix-448"
+
+
+def test_a_listing_whose_parents_loop_ends_at_the_loop() -> None:
+    looped = [{"id": "a", "object": "model", "parent": "b"}, {"id": "b", "object": "model", "parent": "a"}]
+    behaviour = Behaviour(models=looped)
+    with fake_endpoint(behaviour) as base_url:
+        client = locate_twice(base_url, "a", asynchronous=False)
+    assert client.base_model("a") == "b" and sent_short_sides(behaviour) == [SEND_MIN_SIDE_PX] * 2
+
+
 @ASYNC
 def test_a_name_that_says_its_size_is_not_looked_up(asynchronous: bool) -> None:
     behaviour = Behaviour(models=WITH_ADAPTER)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from server import lora
-from server.model_source import TINY_NAME, TINY_TRAINED_DIR, resolve
-from training import finetune_data, star_scenes
-from training.finetune import Collator, FinetuneSettings, finetune, lr_at
+from server.model_source import TINY_NAME, TINY_TRAINED_DIR, ModelSource, card_base_model, resolve
+from training import finetune_data, model_card, star_scenes
+from training.finetune import Collator, FinetuneResult, FinetuneSettings, finetune, lr_at
 from training.finetune_data import FinetuneError
 
 
@@ -66,7 +66,8 @@ def test_lora_writes_a_servable_adapter_and_resumes(coco: Path, tmp_path: Path) 
     adapter = lora.read_adapter("star", out)  # what `paligemma serve --lora star=OUT` reads
     assert adapter.rank == 8
     card = (out / "README.md").read_text()
-    assert card.startswith("# Fine-tuned PaliGemma") and f"--lora star={out}" in card and "AP50" in card
+    assert "\n# Fine-tuned PaliGemma" in card and f"--lora star={out}" in card and "AP50" in card
+    assert card_base_model(out) == TINY_TRAINED_DIR.name  # vLLM lists the adapter's parent itself
     summary = json.loads((out / "eval.json").read_text())
     assert summary["metric"] == "AP50" and len(summary["losses"]) == 2
 
@@ -89,4 +90,16 @@ def test_full_finetuning_writes_a_checkpoint_served_by_path(coco: Path, tmp_path
     assert result.score is None
     source = resolve(str(out))  # what `paligemma serve --model OUT` reads
     assert source.is_local and source.max_model_len == resolve(TINY_NAME).max_model_len
-    assert (out / "README.md").read_text().startswith("# Fine-tuned PaliGemma")
+    assert "\n# Fine-tuned PaliGemma" in (out / "README.md").read_text()
+    # its card names the tiny model as its base: served, it is listed with it as parent, and the
+    # tools send it what the tiny model sees (tests/training/test_finetune_served.py)
+    assert source.parent == TINY_TRAINED_DIR.name and source.is_tiny
+
+
+def test_a_fine_tune_of_a_fine_tune_names_the_first_base(coco: Path, tmp_path: Path) -> None:
+    first = ModelSource("/m/first", "first", True, parent="google/paligemma2-3b-mix-448")
+    result = FinetuneResult(tmp_path / "second", 1, 4, 0, "AP50", None, 0.1)
+    card = model_card.text(settings_for(coco, tmp_path / "second", model="/m/first", method="full"), first, result)
+    (tmp_path / "README.md").write_text(card)
+    assert card_base_model(tmp_path) == "google/paligemma2-3b-mix-448"
+    assert "library_name: transformers" in card and "paligemma serve --model" in card

@@ -1,7 +1,9 @@
-"""From a COCO file to a served LoRA adapter answering `locate_objects`, on CPU with a real vLLM server.
+"""From a COCO file to a served LoRA adapter answering `locate_objects`, and to a served full
+fine-tune answering `segment_objects`, on CPU with real vLLM servers.
 
 A few steps of `paligemma finetune --lora` on the tiny trained model (seconds), then
-`paligemma serve --model tiny --lora star=OUT`, then the tools pick the adapter by model name.
+`paligemma serve --model tiny --lora star=OUT`, then the tools pick the adapter by model name;
+one step of `paligemma finetune --full`, then `paligemma serve --model OUT`.
 Whether a few steps teach stars is the benchmark's business (benchmarks/finetune_star.py):
 here the claims are the path, the names and typed answers.
 """
@@ -16,7 +18,7 @@ import pytest
 
 import tools
 from tests.server_pool import TinyServer
-from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX
+from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX, TINY_SHAPES_MODEL
 from training import evaluate, scenes
 
 pytestmark = pytest.mark.vllm
@@ -65,12 +67,31 @@ def test_the_adapter_is_treated_as_its_base_model(lora: LoraServer) -> None:
     """vLLM lists the adapter with its base model as `parent`: the tools send it the 288 px they
     send the tiny model and decode its masks with the shipped tiny VQ-VAE, with no configuration
     and nothing downloaded (a name they do not know would get 896 px and PaliGemma's vae-oid)."""
+    segments_as_the_tiny_model(lora.base_url, lora.adapter)
+
+
+def test_a_full_fine_tune_is_listed_with_its_base_model(full_finetune_server: TinyServer) -> None:
+    listed = httpx2.get(full_finetune_server.base_url + "/models", timeout=30).json()["data"]
+    assert [(m["id"], m["parent"]) for m in listed] == [(full_finetune_server.model, TINY_SHAPES_MODEL)]
+
+
+def test_a_full_fine_tune_is_treated_as_its_base_model(full_finetune_server: TinyServer) -> None:
+    """`paligemma serve --model OUT` on a full fine-tune of the tiny model, as its model card says
+    to: served under the folder's name, which says nothing of what it sees, and listed with the
+    base model its card names (server/model_parent.py), so the tools treat it as the tiny model."""
+    assert full_finetune_server.model == "stars-full"
+    segments_as_the_tiny_model(full_finetune_server.base_url, full_finetune_server.model)
+
+
+def segments_as_the_tiny_model(base_url: str, model: str) -> None:
+    """`segment_objects` through `model` by name alone: 288 px sent, masks decoded offline with the
+    tiny VQ-VAE and close to the drawn shape (a model one to three steps away from the tiny one)."""
     scene = next(s for s in evaluate.held_out_scenes(8) if s.objects)
     truth = scene.objects[0]
-    with tools.PaliGemmaClient(base_url=lora.base_url, model=lora.adapter, timeout_s=600, download_vae=False) as client:
+    with tools.PaliGemmaClient(base_url=base_url, model=model, timeout_s=600, download_vae=False) as client:
         found = tools.segment_objects(scene.image, truth.shape, client=client)
-        assert client.send_side_px(lora.adapter) == TINY_SHAPES_INPUT_PX
-    assert found.model == lora.adapter and found.masks_decoded, found.issues
+        assert client.send_side_px(model) == TINY_SHAPES_INPUT_PX
+    assert found.model == model and found.masks_decoded, found.issues
     masks = [o.mask for o in found.objects if o.mask is not None]
     assert masks, (found.raw_text, found.issues)
     drawn = scenes.object_mask(scene, truth)
