@@ -72,8 +72,13 @@ def card_base_model(path: Path) -> str | None:
     Hugging Face model cards and `paligemma finetune`'s cards do; None without one. A card whose
     metadata cannot be read names nothing: the card is documentation, and vLLM serves without it."""
     card = path / "README.md"
-    if not card.is_file():
+    try:
+        with card.open("rb") as f:
+            opening = f.read(64)
+    except OSError:
         return None
+    if not opening.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"---"):
+        return None  # no metadata block (the tiny checkpoints' own cards): nothing more to import or read
     try:
         import yaml
         from huggingface_hub.repocard import metadata_load

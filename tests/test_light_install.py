@@ -55,3 +55,16 @@ def test_serving_without_vllm_says_what_to_install(light_env: Path) -> None:
     )
     assert result.returncode == 2
     assert "vLLM is not installed" in result.stderr and "paligemma-tools[cpu]" in result.stderr
+
+
+def test_the_dry_run_needs_no_serving_extra_unless_a_card_names_a_base(light_env: Path, tmp_path: Path) -> None:
+    def dry_run(model: str) -> subprocess.CompletedProcess[str]:
+        command = [light_env / "bin" / "paligemma", "serve", "--model", model, "--device", "cpu", "--dry-run"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    tiny = dry_run("tiny")  # its card has no metadata block: nothing to read it with
+    assert tiny.returncode == 0 and "--served-model-name paligemma2-tiny-shapes" in tiny.stdout, tiny.stderr
+    (tmp_path / "config.json").write_text('{"model_type": "paligemma"}')
+    (tmp_path / "README.md").write_text('---\nbase_model: "paligemma2-tiny-shapes"\n---\n')
+    fine_tuned = dry_run(str(tmp_path))  # Hugging Face's card reader comes with the serving extra
+    assert fine_tuned.returncode == 2 and "huggingface_hub is missing" in fine_tuned.stderr
