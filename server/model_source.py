@@ -29,6 +29,12 @@ class ModelSource:
     is_tiny: bool = False
     parent: str | None = None  # the model it was fine-tuned from, by its served name (its card's base_model)
 
+    @property
+    def first_base(self) -> str:
+        """The model this one was made from (its card's `base_model`), else this one: what it sees
+        and which VQ-VAE its masks are written with follow it."""
+        return self.parent or self.served_name
+
 
 def _max_model_len_from_config(config: dict[str, object]) -> int | None:
     vision = config.get("vision_config")

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 
-from server.model_source import TINY_NAME, ModelSource, resolve
-from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
+from server.model_source import ModelSource, resolve
+from tools.tiny_shapes_model import TINY_SHAPES_MODEL, TINY_SHAPES_VAE_PATH
 from training import finetune_data, finetune_eval
 from training.finetune_data import FinetuneError, MaskEncoder, Record, Task
 from training.prefix_lm import pad_prefix_lm
@@ -80,13 +80,19 @@ class FinetuneResult:
     minutes: float
 
 
-def mask_encoder(settings: FinetuneSettings) -> MaskEncoder | None:
+def default_vae(source: ModelSource) -> Path | None:
+    """The shipped tiny VQ-VAE for the tiny model and for what was fine-tuned from it (its card
+    says); None for the real checkpoints, whose vae-oid encoder is not here."""
+    return TINY_SHAPES_VAE_PATH if source.first_base == TINY_SHAPES_MODEL else None
+
+
+def mask_encoder(settings: FinetuneSettings, source: ModelSource) -> MaskEncoder | None:
     """The VQ-VAE encoder segment targets need: `--vae`, or the tiny VAE for the tiny model."""
     if settings.task != "segment":
         return None
     from training import vae
 
-    path = settings.vae or (TINY_SHAPES_VAE_PATH if settings.model == TINY_NAME else None)
+    path = settings.vae or default_vae(source)
     if path is None:
         raise FinetuneError(
             "segment targets are written as 16 <seg> codes of PaliGemma's VQ-VAE, so they need that VQ-VAE's "
@@ -272,7 +278,7 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
     started = time.monotonic()
     source = resolve(settings.model)
     records = finetune_data.load_records(
-        settings.data, settings.images, settings.task, encoder=mask_encoder(settings), lang=settings.lang
+        settings.data, settings.images, settings.task, encoder=mask_encoder(settings, source), lang=settings.lang
     )
     train, held_out = finetune_data.split(records, settings.eval_split, settings.seed)
     if not train:
@@ -309,7 +315,7 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
     save_state(model, optimizer, steps, losses, settings)
     score = None
     if held_out:
-        decoder = _mask_decoder(settings) if settings.task == "segment" else None
+        decoder = _mask_decoder(settings, source) if settings.task == "segment" else None
         answers = finetune_eval.generate_answers(model, processor, held_out, batch_size=settings.batch_size)
         score = finetune_eval.score(settings.task, held_out, answers, decoder)
     result = FinetuneResult(
@@ -325,10 +331,10 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
     return result
 
 
-def _mask_decoder(settings: FinetuneSettings) -> Any:
+def _mask_decoder(settings: FinetuneSettings, source: ModelSource) -> Any:
     from tools.vae_checkpoint import load_vae_decoder
 
-    path = settings.vae or (TINY_SHAPES_VAE_PATH if settings.model == TINY_NAME else None)
+    path = settings.vae or default_vae(source)
     return load_vae_decoder(path, download=False)
 
 

@@ -85,7 +85,7 @@ def text(settings: FinetuneSettings, base: ModelSource, result: FinetuneResult) 
         name=name,
         method=settings.method,
         method_long=method_long,
-        base_model=json.dumps(base.parent or base.served_name),
+        base_model=json.dumps(base.first_base),
         library="peft" if settings.method == "lora" else "transformers",
         base=f"`{settings.model}`" if settings.model == base.location else f"`{settings.model}` (`{base.location}`)",
         data=settings.data.name,

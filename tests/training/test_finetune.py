@@ -94,6 +94,11 @@ def test_full_finetuning_writes_a_checkpoint_served_by_path(coco: Path, tmp_path
     # its card names the tiny model as its base: served, it is listed with it as parent, and the
     # tools send it what the tiny model sees (tests/training/test_finetune_served.py)
     assert source.parent == TINY_TRAINED_DIR.name and source.is_tiny
+    # fine-tuned again, for segment: the tiny VQ-VAE writes its targets with no --vae (its card
+    # says it is the tiny model's), and the new card names the first base
+    again = tmp_path / "again"
+    finetune(settings_for(coco, again, model=str(out), method="full", task="segment", max_steps=1, eval_split=0.0))
+    assert card_base_model(again) == TINY_TRAINED_DIR.name
 
 
 def test_a_fine_tune_of_a_fine_tune_names_the_first_base(coco: Path, tmp_path: Path) -> None:
