@@ -44,26 +44,31 @@ class ListedParent:
         self.parent = os.environ.get(PARENT_ENV, "").strip()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        listing = scope["type"] == "http" and scope.get("method") == "GET" and scope.get("path") == MODELS_PATH
-        if not self.parent or not listing:
+        path = str(scope.get("path", "")).removeprefix(str(scope.get("root_path", "")))  # as vLLM routes it
+        if not self.parent or scope["type"] != "http" or scope.get("method") != "GET" or path != MODELS_PATH:
             await self.app(scope, receive, send)
             return
-        start: Message = {}
+        held: list[Message] = []  # the 200 response's start, until its body is complete
         chunks: list[bytes] = []
 
         async def send_listing(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)  # held until the body is complete: its length changes
+            if message["type"] == "http.response.start" and message.get("status") == 200:
+                held.append(message)  # its Content-Length changes with the body
                 return
-            if message["type"] != "http.response.body":
+            if not held:  # any other response goes out as it comes
+                await send(message)
+                return
+            if message["type"] != "http.response.body":  # not a plain body: the rest goes as it is, in order
+                await send(held.pop())
+                if chunks:
+                    await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
                 await send(message)
                 return
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = b"".join(chunks)
-            if start.get("status") == 200:
-                body = with_parent(body, self.parent)
+            body = with_parent(b"".join(chunks), self.parent)
+            start = held.pop()
             headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
             await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})

@@ -92,7 +92,7 @@ def card_base_model(path: Path) -> str | None:
         raise MissingPackageError(HUB_MISSING) from e
     try:
         metadata = metadata_load(card)
-    except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
         return None
     base = (metadata or {}).get("base_model")
     if isinstance(base, list) and len(base) == 1:

@@ -17,6 +17,7 @@ from typing import Literal
 from server import hardware as hw
 from server.errors import MissingPackageError
 from server.lora import banner_lines
+from server.model_parent import PARENT_ENV
 from server.model_source import ModelSource, check_available, resolve
 from server.process import VllmServer, check_port_free
 from server.vllm_command import ServeOptions, VllmCommand, build_command
@@ -47,8 +48,9 @@ def plan(
     source = resolve(options.model)
     command = build_command(options, source, hardware)
     # A variable the user exported wins over our default; the child inherits it. The attention
-    # mode is an option, not a default: its variable is always ours.
-    ours = {k: v for k, v in command.env.items() if k not in os.environ or k == ATTENTION_ENV}
+    # mode is an option and the listed parent is read from the model's card, not defaults: their
+    # variables are always ours.
+    ours = {k: v for k, v in command.env.items() if k not in os.environ or k in (ATTENTION_ENV, PARENT_ENV)}
     allowed = os.environ.get("VLLM_PLUGINS")
     if allowed is not None and PLUGIN_NAME not in allowed.split(","):
         ours["VLLM_PLUGINS"] = ",".join(p for p in (allowed, PLUGIN_NAME) if p)  # an allowlist must keep ours

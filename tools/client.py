@@ -166,7 +166,7 @@ class PaliGemmaClient:
         # The reading of the model list in flight for threads: those that need it at once share it.
         self._listing: concurrent.futures.Future[str] | None = None
         self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per model name
-        # Each LoRA adapter's base model, as the endpoint lists it; None until listed (see `model`).
+        # Each listed model's `parent` (LoRA adapters, fine-tuned checkpoints); None until listed (see `model`).
         self._parents: dict[str, str] | None = None
         self._decoder_error: CheckpointError | None = None
 
@@ -368,14 +368,15 @@ class PaliGemmaClient:
         return self._take_listing(listed)
 
     def base_model(self, model: str) -> str:
-        """The model `model` was made from, as the endpoint listed it with `parent` (once `model()`
-        has read the list): a LoRA adapter's base model, a fine-tuned checkpoint's (`paligemma
-        serve` lists it so, docs/finetune.md), followed to the first; else `model` itself. What
-        the tools send and which VQ-VAE decodes the masks follow the base model."""
+        """The model whose name says what `model` sees: `model` itself when its name says
+        (`...-mix-448`, `paligemma2-tiny-shapes`), else the model the endpoint lists as its `parent`
+        (once `model()` has read the list: a LoRA adapter's base model, or a fine-tuned checkpoint's
+        as `paligemma serve` lists it, docs/finetune.md), followed on the same way; the last one
+        listed when no name says. What the tools send and which VQ-VAE decodes the masks follow it."""
         parents, seen = self._parents or {}, {model}
-        while (parent := parents.get(model)) is not None and parent not in seen:  # a cycle ends it
+        while model_input_px(model) is None and (parent := parents.get(model)) is not None and parent not in seen:
             model = parent
-            seen.add(model)
+            seen.add(model)  # a listing whose parents loop ends at the loop
         return model
 
     def send_side_px(self, model: str) -> int:

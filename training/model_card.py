@@ -49,16 +49,16 @@ import tools
 {use}
 ```
 
-`base_model` in the metadata above names the model this one was made from, as it is served:
-`/v1/models` lists this model with it as `parent`, and the tools send this model the images that
-model sees and decode its masks with that model's VQ-VAE. `eval.json` beside this card holds the
-score and the loss of every step.
+`base_model` in the metadata above names, by the name it is served under, the model this one was
+made from ({base_role}). Served, `/v1/models` lists this model with it as `parent` ({lister}), and
+the tools send this model the images that model sees and decode its masks with that model's
+VQ-VAE. `eval.json` beside this card holds the score and the loss of every step.
 """
 
 
 def text(settings: FinetuneSettings, base: ModelSource, result: FinetuneResult) -> str:
-    """The card for one finished run. Its base model is the one `base` was itself made from, if
-    its own card says (a fine-tune of a fine-tune sees what the first base sees)."""
+    """The card for one finished run. An adapter's base model is `base`; a whole checkpoint's is
+    the one `base` was itself made from, if its own card says (it sees what the first base sees)."""
     name = settings.out.resolve().name
     if settings.method == "lora":
         method_long = f"LoRA rank {settings.lora_rank} on the text model's projections (vision tower frozen)"
@@ -85,7 +85,10 @@ def text(settings: FinetuneSettings, base: ModelSource, result: FinetuneResult) 
         name=name,
         method=settings.method,
         method_long=method_long,
-        base_model=json.dumps(base.first_base),
+        # an adapter runs on the model it was trained on; a whole checkpoint sees what the first base sees
+        base_model=json.dumps(base.served_name if settings.method == "lora" else base.first_base),
+        base_role="the model the adapter runs on" if settings.method == "lora" else "the first of its line",
+        lister="vLLM lists adapters so" if settings.method == "lora" else "`paligemma serve --model` lists it so",
         library="peft" if settings.method == "lora" else "transformers",
         base=f"`{settings.model}`" if settings.model == base.location else f"`{settings.model}` (`{base.location}`)",
         data=settings.data.name,

@@ -45,6 +45,7 @@ LISTING = {
         pytest.param("---\n- a\n- b\n---\n", None, id="metadata-not-a-mapping"),
         pytest.param("---\nbase_model: 7\n---\n", None, id="not-a-name"),
         pytest.param("---\nbase_model: '  '\n---\n", None, id="blank"),
+        pytest.param("---\nbase_model: " + "[" * 5000 + "\n---\n", None, id="nested-too-deep"),
     ],
 )
 def test_the_card_names_the_base_model(tmp_path: Path, card: str, expected: str | None) -> None:
@@ -127,12 +128,17 @@ def test_a_body_that_is_no_listing_is_left_as_it_was(body: bytes) -> None:
 
 
 def run_middleware(
-    scope: dict[str, Any], chunks: list[bytes], status: int = 200, parent: str = "base"
+    scope: dict[str, Any], chunks: list[bytes], status: int = 200, parent: str = "base", extra_after: int | None = None
 ) -> list[dict[str, Any]]:
+    """The messages the middleware sends for an app that answers `chunks` (and, with `extra_after`,
+    a message of another type after that many chunks)."""
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"999")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         for i, chunk in enumerate(chunks):
+            if i == extra_after:
+                await send({"type": "http.response.debug", "info": {}})
             await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
 
     sent: list[dict[str, Any]] = []
@@ -161,6 +167,31 @@ def test_the_middleware_rewrites_a_listing_sent_in_pieces_and_its_length() -> No
     assert json.loads(sent[1]["body"])["data"][0]["parent"] == "base"
     assert headers[b"content-length"] == str(len(sent[1]["body"])).encode()
     assert headers[b"content-type"] == b"application/json"
+
+
+def test_behind_a_proxy_prefix_the_listing_is_still_found() -> None:
+    scope = {**MODELS, "root_path": "/paligemma", "path": "/paligemma/v1/models"}
+    sent = run_middleware(scope, [json.dumps(LISTING).encode()])
+    assert json.loads(sent[-1]["body"])["data"][0]["parent"] == "base"
+
+
+def test_a_message_of_another_kind_sends_what_was_held_in_order() -> None:
+    body = json.dumps(LISTING).encode()
+    sent = run_middleware(MODELS, [body[:10], body[10:]], extra_after=1)
+    assert [m["type"] for m in sent] == [
+        "http.response.start",
+        "http.response.body",
+        "http.response.debug",
+        "http.response.body",
+    ]
+    assert b"".join(m["body"] for m in sent if m["type"] == "http.response.body") == body  # unchanged, whole
+
+
+def test_an_exported_parent_does_not_override_the_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PARENT_ENV, "something-else")
+    folder = fine_tuned_copy(tmp_path / "my-finetune", TINY_TRAINED_DIR.name)
+    the_plan = serve.plan(ServeOptions(model=str(folder)), device="cpu")
+    assert the_plan.command.env[PARENT_ENV] == TINY_TRAINED_DIR.name
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,15 @@ def test_a_fine_tune_and_an_adapter_on_it_follow_the_first_base_model(model: str
     assert client.base_model(model) == "google/paligemma2-3b-mix-448"
 
 
+def test_a_name_that_says_its_size_wins_over_its_parents() -> None:
+    listed = [{"id": "paligemma2-3b-pt-224", "object": "model", "parent": "google/paligemma2-3b-pt-448"}]
+    behaviour = Behaviour(models=listed)
+    with fake_endpoint(behaviour) as base_url:
+        client = locate_twice(base_url, None, asynchronous=False)  # the list read to pick the model
+    assert client.base_model("paligemma2-3b-pt-224") == "paligemma2-3b-pt-224"
+    assert sent_short_sides(behaviour) == [224] * 2
+
+
 def test_a_listing_whose_parents_loop_ends_at_the_loop() -> None:
     looped = [{"id": "a", "object": "model", "parent": "b"}, {"id": "b", "object": "model", "parent": "a"}]
     behaviour = Behaviour(models=looped)

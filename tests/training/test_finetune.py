@@ -101,10 +101,16 @@ def test_full_finetuning_writes_a_checkpoint_served_by_path(coco: Path, tmp_path
     assert card_base_model(again) == TINY_TRAINED_DIR.name
 
 
-def test_a_fine_tune_of_a_fine_tune_names_the_first_base(coco: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("full", "google/paligemma2-3b-mix-448"), ("lora", "first")],
+    ids=["a-checkpoint-names-the-first-base", "an-adapter-names-what-it-runs-on"],
+)
+def test_the_card_of_a_fine_tune_of_a_fine_tune(coco: Path, tmp_path: Path, method: str, expected: str) -> None:
     first = ModelSource("/m/first", "first", True, parent="google/paligemma2-3b-mix-448")
     result = FinetuneResult(tmp_path / "second", 1, 4, 0, "AP50", None, 0.1)
-    card = model_card.text(settings_for(coco, tmp_path / "second", model="/m/first", method="full"), first, result)
+    settings = settings_for(coco, tmp_path / "second", model="/m/first", method=method)
+    card = model_card.text(settings, first, result)
     (tmp_path / "README.md").write_text(card)
-    assert card_base_model(tmp_path) == "google/paligemma2-3b-mix-448"
-    assert "library_name: transformers" in card and "paligemma serve --model" in card
+    assert card_base_model(tmp_path) == expected
+    assert f"library_name: {'peft' if method == 'lora' else 'transformers'}" in card
