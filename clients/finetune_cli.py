@@ -9,7 +9,8 @@ from pathlib import Path
 def add_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "finetune",
-        help="fine-tune PaliGemma on your COCO or JSON Lines data (LoRA or full), then serve it with --lora",
+        help="fine-tune PaliGemma on your COCO or JSON Lines data (LoRA or full), then serve it"
+        " (--lora NAME=OUT, or --model OUT)",
         description="Fine-tune with transformers (peft for LoRA) on COCO JSON (boxes; polygons or RLE for segment) or "
         'JSON Lines of {"image", "prefix", "suffix"}. Writes OUT: the adapter (serve it with `paligemma serve '
         "--model BASE --lora NAME=OUT`) or the whole checkpoint (`--full`: `paligemma serve --model OUT`), a model "

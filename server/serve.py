@@ -109,7 +109,7 @@ def parent_lines(parent: str | None) -> list[str]:
         return []
     return [
         f"Fine-tuned from {parent!r} (its model card's base_model): /v1/models lists it with that parent,",
-        f"so the tools send it the images {parent!r} sees and decode its masks as {parent!r}'s.",
+        "so the tools send it the images that model sees and decode its masks with that model's VQ-VAE.",
     ]
 
 
