@@ -98,6 +98,9 @@ class TrainSettings:
     # One attention head looks at the object the answer speaks of (training.grounding).
     grounding: grounding.GroundingSettings = field(default_factory=grounding.GroundingSettings)
     probe_every: int = 100  # steps between measurements of the teacher-forced <loc> error
+    # Held-out scenes those measurements are made on (`detect`, one shape each); the name probe
+    # takes a sixth as many scenes of several shapes. They are drawn apart from the training data.
+    probe_scenes: int = 48
     # The binding stage after the main one (bind_names): batches of scenes of several kinds of
     # shape whose answers depend on which shape is where (tasks.BINDING_WEIGHTS), with the
     # grounding loss (training.grounding). It is what makes a box's label follow its shape
@@ -603,8 +606,10 @@ def _run_stage(
         betas=(0.9, 0.98),
     )
     probe_rng = np.random.default_rng(settings.seed + 2)  # held out: one shape per scene, detect
-    probe_batch = batcher.collate([batcher.sample(probe_rng, "detect", most_objects=1) for _ in range(48)])
-    names_batch = name_probe_batch(batcher, probe_rng, 8)
+    probe_batch = batcher.collate(
+        [batcher.sample(probe_rng, "detect", most_objects=1) for _ in range(settings.probe_scenes)]
+    )
+    names_batch = name_probe_batch(batcher, probe_rng, max(1, settings.probe_scenes // 6))
     started = time.monotonic() - 60 * log.minutes
     last = stage.first_step + stage.steps - 1
     progress = tqdm(range(stage.first_step, last + 1), desc=f"train-tiny ({stage.name})", unit="step")

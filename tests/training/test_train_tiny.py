@@ -84,7 +84,7 @@ def test_a_few_steps_write_a_checkpoint_transformers_loads(tmp_path: Path) -> No
 
 def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_path: Path) -> None:
     settings = TrainSettings(
-        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=2, last_binding_steps=1,
+        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, probe_scenes=6, binding_steps=2, last_binding_steps=1,
         first_letter_steps=0, letter_steps=2, letter_batch=3, reading_steps=1, settling_steps=1, settling_rounds=2,
         rereading_passes=1, raised_passes=1, speaking_rounds=1, speaking_steps=2, deepened_text_layers=1,
         deepened_steps=1, common_word_steps=1, common_word_settling_steps=1, cooling_steps=1,
@@ -115,7 +115,7 @@ def test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log(tmp_
 
 def test_a_letters_stage_first_trains_the_fresh_vision_tower_before_the_main_stage(tmp_path: Path) -> None:
     settings = TrainSettings(
-        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=0, first_letter_steps=2,
+        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, probe_scenes=6, binding_steps=0, first_letter_steps=2,
         letter_batch=3, letter_steps=0, reading_steps=0, speaking_steps=0, deepened_steps=0,
     )  # fmt: skip
     out = train(tmp_path / "tiny", TINY_SHAPES_VAE_PATH, settings)
@@ -130,7 +130,7 @@ def test_the_reading_stages_train_the_same_continued_as_in_one_run(tmp_path: Pat
     from safetensors.torch import load_file
 
     before = TrainSettings(
-        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, binding_steps=1, last_binding_steps=0,
+        steps=2, batch=4, warmup=1, save_every=2, probe_every=1, probe_scenes=6, binding_steps=1, last_binding_steps=0,
         first_letter_steps=1, letter_batch=3, letter_steps=0, reading_steps=0, speaking_steps=0, deepened_steps=0,
     )  # fmt: skip
     # (the deepened stages are left to test_the_binding_and_reading_stages_continue_the_main_stage_and_its_log)
