@@ -13,6 +13,7 @@ import concurrent.futures
 import contextvars
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from tools.vae_decoder import VaeDecoder
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+# After the model list failed for now (429, 5xx), a configured name is used as it is until the
+# list is asked again this many seconds later (a tool call may ask for the model more than once).
+LISTING_RETRY_S = 60.0
 # The clients whose concurrency slot this call chain holds: the dispatcher and the tool functions
 # take one slot around decoding and the request, and nested uses (threads included) share it.
 _HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("paligemma_slots", default=frozenset())
@@ -168,6 +172,7 @@ class PaliGemmaClient:
         self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per model name
         # Each listed model's `parent` (LoRA adapters, fine-tuned checkpoints); None until listed (see `model`).
         self._parents: dict[str, str] | None = None
+        self._listing_retry_at = 0.0  # time.monotonic() from which a list that failed for now is read again
         self._decoder_error: CheckpointError | None = None
 
     def __repr__(self) -> str:
@@ -287,9 +292,10 @@ class PaliGemmaClient:
         """The model name when the endpoint's model list need not be read: configured, or picked,
         and either saying what it sees or already looked up in the list (a name that says nothing,
         a LoRA adapter's say, is looked up once to find its base model)."""
-        if self._model is None or (self._parents is None and model_input_px(self._model) is None):
+        if self._model is None:
             return None
-        return self._model
+        unlisted = self._parents is None and model_input_px(self._model) is None
+        return None if unlisted and time.monotonic() >= self._listing_retry_at else self._model
 
     def _take_listing(self, listed: list[Any]) -> str:
         model = self._model or self._pick_model([m.id for m in listed])
@@ -301,12 +307,16 @@ class PaliGemmaClient:
 
     def _listing_failed(self, error: openai.OpenAIError) -> str:
         """Without a configured name, or with the endpoint unreachable, the call cannot go on; a
-        configured name is otherwise used as it is (an endpoint need not list its models)."""
+        configured name is otherwise used as it is: for good when the endpoint does not list its
+        models (4xx), for LISTING_RETRY_S when the list failed for now (429, 5xx)."""
         import openai
 
         if self._model is None or isinstance(error, openai.APIConnectionError):
             raise _endpoint_error(error, self.base_url) from error
-        self._parents = {}
+        if isinstance(error, openai.APIStatusError) and (error.status_code == 429 or error.status_code >= 500):
+            self._listing_retry_at = time.monotonic() + LISTING_RETRY_S
+        else:
+            self._parents = {}
         return self._model
 
     def model(self) -> str:

@@ -32,9 +32,14 @@ ASYNC = pytest.mark.parametrize("asynchronous", [pytest.param(False, id="sync"),
 
 
 def locate_twice(base_url: str, model: str | None, asynchronous: bool) -> tools.PaliGemmaClient:
-    """Two `locate_objects` calls on a 2000x1200 image through one client, which is returned closed."""
-    image = gradient_image(2000, 1200)
+    """Two `locate_objects` calls on a 2000x1200 image through a new client, returned closed."""
     client = tools.PaliGemmaClient(base_url=base_url, model=model, max_retries=0, timeout_s=5, download_vae=False)
+    return locate_twice_with(client, asynchronous)
+
+
+def locate_twice_with(client: tools.PaliGemmaClient, asynchronous: bool) -> tools.PaliGemmaClient:
+    """Two `locate_objects` calls on a 2000x1200 image through `client`, which is returned closed."""
+    image = gradient_image(2000, 1200)
     if asynchronous:
 
         async def main() -> None:
@@ -122,6 +127,20 @@ def test_without_a_model_list_a_configured_name_is_used_as_it_is(asynchronous: b
     assert behaviour.requests == [MODELS, CHAT, CHAT]  # not asked again
     assert sent_short_sides(behaviour) == [SEND_MIN_SIDE_PX] * 2
     assert client.base_model("my-model") == "my-model"
+
+
+@ASYNC
+def test_a_list_that_failed_for_now_is_asked_again_later(asynchronous: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tools.client, "LISTING_RETRY_S", 1.0)
+    behaviour = Behaviour(models_status=503, models=WITH_ADAPTER)
+    with fake_endpoint(behaviour) as base_url:
+        client = locate_twice(base_url, "star", asynchronous)
+        assert behaviour.requests == [MODELS, CHAT, CHAT]  # answered, the list not asked again at once
+        behaviour.models_status = 200
+        time.sleep(1.1)
+        locate_twice_with(client, asynchronous)
+    assert behaviour.requests[3:] == [MODELS, CHAT, CHAT]  # asked again once, then known
+    assert sent_short_sides(behaviour) == [SEND_MIN_SIDE_PX] * 2 + [TINY_SHAPES_INPUT_PX] * 2
 
 
 @ASYNC
