@@ -169,7 +169,7 @@ class PaliGemmaClient:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
         # The reading of the model list in flight for threads: those that need it at once share it.
         self._listing: concurrent.futures.Future[str] | None = None
-        self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per model name
+        self._decoders: dict[str | None, VaeDecoder | CheckpointError] = {}  # per base model (`base_model`)
         # Each listed model's `parent` (LoRA adapters, fine-tuned checkpoints); None until listed (see `model`).
         self._parents: dict[str, str] | None = None
         self._listing_retry_at = 0.0  # time.monotonic() from which a list that failed for now is read again
@@ -467,16 +467,16 @@ class PaliGemmaClient:
     # --- mask decoder --------------------------------------------------------------------
     def vae_decoder(self, model: str | None = None) -> VaeDecoder | None:
         """The VQ-VAE decoder for `model`'s masks, or None (see `vae_decoder_error`) when it is unavailable."""
+        base = None if model is None else self.base_model(model)  # as far as the model list is known now
         with self._lock:
-            if model not in self._decoders:
+            if base not in self._decoders:
                 from tools.vae_checkpoint import load_vae_decoder
 
                 try:
-                    base = None if model is None else self.base_model(model)
-                    self._decoders[model] = load_vae_decoder(self.vae_path, model=base, download=self.download_vae)
+                    self._decoders[base] = load_vae_decoder(self.vae_path, model=base, download=self.download_vae)
                 except CheckpointError as e:
-                    self._decoders[model] = e  # remembered: no download attempt on every call
-            found = self._decoders[model]
+                    self._decoders[base] = e  # remembered: no download attempt on every call
+            found = self._decoders[base]
             self._decoder_error = found if isinstance(found, CheckpointError) else None
             return None if isinstance(found, CheckpointError) else found
 
