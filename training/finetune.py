@@ -80,10 +80,10 @@ class FinetuneResult:
     minutes: float
 
 
-def default_vae(source: ModelSource) -> Path | None:
-    """The shipped tiny VQ-VAE for the tiny model and for what was fine-tuned from it (its card
-    says); None for the real checkpoints, whose vae-oid encoder is not here."""
-    return TINY_SHAPES_VAE_PATH if source.first_base == TINY_SHAPES_MODEL else None
+def vae_path(settings: FinetuneSettings, source: ModelSource) -> Path | None:
+    """`--vae`, else the shipped tiny VQ-VAE for the tiny model and for what was fine-tuned from it
+    (its card says); None for the real checkpoints, whose vae-oid encoder is not here."""
+    return settings.vae or (TINY_SHAPES_VAE_PATH if source.first_base == TINY_SHAPES_MODEL else None)
 
 
 def mask_encoder(settings: FinetuneSettings, source: ModelSource) -> MaskEncoder | None:
@@ -92,7 +92,7 @@ def mask_encoder(settings: FinetuneSettings, source: ModelSource) -> MaskEncoder
         return None
     from training import vae
 
-    path = settings.vae or default_vae(source)
+    path = vae_path(settings, source)
     if path is None:
         raise FinetuneError(
             "segment targets are written as 16 <seg> codes of PaliGemma's VQ-VAE, so they need that VQ-VAE's "
@@ -334,7 +334,7 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
 def _mask_decoder(settings: FinetuneSettings, source: ModelSource) -> Any:
     from tools.vae_checkpoint import load_vae_decoder
 
-    path = settings.vae or default_vae(source)
+    path = vae_path(settings, source)
     return load_vae_decoder(path, download=False)
 
 
