@@ -39,7 +39,8 @@ def test_a_train_tiny_folder_decodes_its_masks_with_its_own_vae(
     folder = tmp_path / "run"
     folder.mkdir()
     shutil.copy(TINY_TRAINED_DIR / "config.json", folder)
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR, "")  # recorded as it was before the test (use_own_vae sets it itself) ...
+    monkeypatch.delenv(ENV_VAR)  # ... so that teardown puts it back as it was, not as the test left it
     assert use_own_vae(TINY_NAME) is None and ENV_VAR not in os.environ  # the shipped model: the tools know
     assert use_own_vae(str(folder)) == TINY_SHAPES_VAE_PATH == Path(os.environ[ENV_VAR])  # no vae.npz of its own
     monkeypatch.delenv(ENV_VAR)

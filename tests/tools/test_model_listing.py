@@ -136,13 +136,14 @@ def test_a_list_that_failed_for_now_is_asked_again_later(asynchronous: bool, mon
     with fake_endpoint(behaviour) as base_url:
         client = locate_twice(base_url, "star", asynchronous)
         assert behaviour.requests == [MODELS, CHAT, CHAT]  # answered, the list not asked again at once
-        assert client.vae_decoder("star") is None  # a name it does not know: vae-oid, not downloaded
+        tiny_decoder = client.vae_decoder(TINY_SHAPES_MODEL)
+        assert client.vae_decoder("star") is not tiny_decoder  # a name it does not know, not yet listed
         behaviour.models_status = 200
         time.sleep(1.1)
         locate_twice_with(client, asynchronous)
     assert behaviour.requests[3:] == [MODELS, CHAT, CHAT]  # asked again once, then known
     assert sent_short_sides(behaviour) == [SEND_MIN_SIDE_PX] * 2 + [TINY_SHAPES_INPUT_PX] * 2
-    assert client.vae_decoder("star") is not None  # now its base model's, not the miss remembered before
+    assert client.vae_decoder("star") is tiny_decoder  # now its base model's, not what was remembered before
 
 
 @ASYNC
