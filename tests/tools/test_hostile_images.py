@@ -36,6 +36,17 @@ CORPUS = Path(__file__).parent / "corpus" / "images"
         pytest.param("png-16-bit-grey-100MP", r"mode I;16\) needs about 1,144 MiB", id="png-16-bit-100MP"),
         pytest.param("png-16-bit-rgba-60MP-header", "needs about 1,144 MiB", id="png-16-bit-rgba-60MP"),
         pytest.param("png-rgb-64MP-header", "damaged or truncated", id="png-64MP-header-only"),
+        # Containers Pillow would parse part by part for seconds to minutes: refused from a walk first.
+        pytest.param("png-5000-empty-chunks", "more than 4,096 PNG chunks", id="png-5000-empty-chunks"),
+        pytest.param("png-5000-text-chunks", "more than 4,096 PNG chunks", id="png-5000-text-chunks"),
+        pytest.param("jpeg-5000-app-segments", "more than 4,096 JPEG segments", id="jpeg-5000-app-segments"),
+        pytest.param("jpeg-progressive-300-scans", "300 JPEG scans", id="jpeg-300-scans"),
+        pytest.param("jpeg-progressive-25MP-110-scans", r"110 JPEG scans \(the limit is 100", id="jpeg-25MP-110-scans"),
+        pytest.param("gif-5000-extensions", "more than 4,096 GIF extension blocks", id="gif-5000-extensions"),
+        pytest.param("gif-2MB-comment", "bytes of GIF extensions", id="gif-2MB-comment"),
+        pytest.param("tiff-300000-rationals", "more than 262,144 numbers", id="tiff-300000-rationals"),
+        pytest.param("tiff-1100000-strip-offsets", "1,100,000 strip or tile offsets", id="tiff-1100000-strips"),
+        pytest.param("bmp-rle8-3MB", "run-length BMP of 3,145,730 bytes", id="bmp-rle8-3MB"),
     ],
 )
 def test_hostile_files_load_or_are_refused(name: str, outcome: tuple[int, int] | str) -> None:
