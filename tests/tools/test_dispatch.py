@@ -21,7 +21,7 @@ from tests.images import data_uri, gradient_image, png_bytes
 from tests.tools.conftest import run
 from tests.tools.fake_endpoint import Behaviour, fake_endpoint
 from tools.agents import arun_tool_call, run_tool_call
-from tools.agents.dispatch import _too_deep
+from tools.agents.dispatch import _shape_problem
 from tools.image_store import ImageStore
 
 
@@ -187,6 +187,14 @@ class Weird:
 
 HOSTILE_CALLS = [
     pytest.param(chat_call("read_text", "[" * 100_000 + "]" * 100_000), "nest deeper than 16", id="100000-deep"),
+    pytest.param(
+        chat_call("read_text", "[" + "[]," * 1_000_000 + "[]]"), "more than 4,096 values", id="million-empty-arrays"
+    ),
+    pytest.param(
+        chat_call("read_text", '{"image": "img_1", "x": [' + "0," * 1_000_000 + "0]}"),
+        "more than 4,096 values",
+        id="million-numbers",
+    ),
     pytest.param(chat_call("read_text", '{"image": ' + "9" * 5000 + "}"), "cannot be read as JSON", id="5000-digits"),
     pytest.param(
         chat_call("read_text", '{"image": "' + '\\"[' * 300_000), "not valid JSON", id="unclosed-string-of-quotes"
@@ -255,9 +263,9 @@ def test_a_box_without_label_from_the_endpoint_keeps_the_asked_name(images: Imag
     assert "labelled 'cow'" in payload["issues"][0]["reason"]
 
 
-def nests_deeper_one_character_at_a_time(text: str, limit: int) -> bool:
-    """The nesting check as a plain loop over the characters: what `_too_deep` must answer."""
-    depth = 0
+def shape_one_character_at_a_time(text: str, max_depth: int, max_values: int) -> str | None:
+    """The shape check as a plain loop over the characters: what `_shape_problem` must answer."""
+    depth = values = 0
     in_string = escaped = False
     for ch in text:
         if in_string:
@@ -267,22 +275,40 @@ def nests_deeper_one_character_at_a_time(text: str, limit: int) -> bool:
                 escaped = True
             elif ch == '"':
                 in_string = False
-        elif ch == '"':
+            continue
+        if ch == '"':
             in_string = True
-        elif ch in "[{":
+            continue
+        if ch not in "[]{},":
+            continue
+        if ch in "[{":
             depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
+            values += 1
+        elif ch == ",":
+            values += 1
+        else:
             depth -= 1
-    return False
+        if depth > max_depth:
+            return "deeper"
+        if values > max_values:
+            return "values"
+    return None
+
+
+def _kind(problem: str | None) -> str | None:
+    return None if problem is None else "deeper" if "deeper" in problem else "values"
 
 
 @settings(max_examples=3000)
-@given(st.text(alphabet='[]{}"\\a\n', max_size=60), st.integers(min_value=0, max_value=6))
-def test_the_nesting_check_answers_as_a_loop_over_the_characters(text: str, limit: int) -> None:
+@given(
+    st.text(alphabet='[]{},"\\a\n', max_size=60),
+    st.integers(min_value=0, max_value=6),
+    st.integers(min_value=0, max_value=12),
+)
+def test_the_shape_check_answers_as_a_loop_over_the_characters(text: str, max_depth: int, max_values: int) -> None:
     """Strings skipped by the regex engine (escapes, strings that never close) change nothing."""
-    assert _too_deep(text, limit) == nests_deeper_one_character_at_a_time(text, limit)
+    expected = shape_one_character_at_a_time(text, max_depth, max_values)
+    assert _kind(_shape_problem(text, max_depth, max_values)) == expected
 
 
 @pytest.mark.parametrize(
@@ -300,4 +326,18 @@ def test_the_nesting_check_answers_as_a_loop_over_the_characters(text: str, limi
     ],
 )
 def test_the_nesting_check_on_written_cases(text: str, deep: bool) -> None:
-    assert _too_deep(text, 16) is deep
+    assert (_kind(_shape_problem(text)) == "deeper") is deep
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        pytest.param('{"image": "img_1", "objects": [' + '"x",' * 80 + '"y"]}', None, id="81-names"),
+        pytest.param('{"image": "' + "a," * 100_000 + '"}', None, id="commas-in-a-string"),
+        pytest.param("[" + "[]," * 4096 + "[]]", "values", id="4097-empty-arrays"),
+        pytest.param("[" + "1," * 4096 + "1]", "values", id="4097-numbers"),
+        pytest.param("[" + "1," * 4094 + "1]", None, id="4096-values"),
+    ],
+)
+def test_the_value_count_on_written_cases(text: str, kind: str | None) -> None:
+    assert _kind(_shape_problem(text)) == kind

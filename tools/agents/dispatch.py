@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 API = Literal["chat", "responses"]
 ANNOTATION_MAX_SIDE = 768
 MAX_JSON_DEPTH = 16  # the deepest tool argument is 2 levels; json's recursion would fail near 1,000
+MAX_JSON_VALUES = 4096  # arrays, objects and list items; the largest tool call holds about 80
 _ARGUMENT_OVERHEAD = 64 * 1024  # room for the other arguments beside an image given as a data URI
 
 
@@ -74,28 +75,42 @@ def validation_message(error: ValidationError) -> str:
 
 
 # A JSON string, escapes included (one that never closes runs to the end), or a run of
-# brackets: what `_too_deep` looks at, found by the regex engine at C speed.
-_STRING_OR_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]+', re.DOTALL)
+# brackets and commas: what `_shape_problem` looks at, found by the regex engine at C speed.
+_STRING_OR_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{},]+', re.DOTALL)
 
 
-def _too_deep(text: str, limit: int) -> bool:
-    """Whether JSON `text` nests arrays or objects deeper than `limit` (one linear pass, no recursion).
+def _shape_problem(text: str, max_depth: int = MAX_JSON_DEPTH, max_values: int = MAX_JSON_VALUES) -> str | None:
+    """What is wrong with the shape of JSON `text`: nesting deeper than `max_depth`, or more than
+    `max_values` values (millions of `[]` would take seconds and gigabytes to parse); None if nothing.
 
-    Arguments with at most `limit` opening brackets in all cannot nest deeper: two counts in C,
-    not a Python loop over every character of a data URI. Others are walked string by string
-    (the regex engine skips a string's inside) and run of brackets by run of brackets.
+    Arguments with few brackets and commas in all can have neither: three counts in C, not a
+    Python loop over every character of a data URI. Others are walked string by string (the
+    regex engine skips a string's inside) and run by run of brackets and commas, stopping at
+    the first bound crossed. Values counted: arrays, objects and the items after a comma.
     """
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    for token in _STRING_OR_BRACKETS.finditer(text):
+    openings = text.count("[") + text.count("{")
+    if openings <= max_depth and openings + text.count(",") <= max_values:
+        return None
+    depth = values = 0
+    for token in _STRING_OR_STRUCTURE.finditer(text):
         if text[token.start()] == '"':
             continue
-        for bracket in token[0]:
-            depth += 1 if bracket in "[{" else -1
-            if depth > limit:
-                return True
-    return False
+        for mark in token[0]:
+            if mark in "[{":
+                depth += 1
+                values += 1
+            elif mark == ",":
+                values += 1
+            else:
+                depth -= 1
+            if depth > max_depth:
+                return f"the arguments nest deeper than {max_depth} levels; send a flat JSON object as the schema says."
+            if values > max_values:
+                return (
+                    f"the arguments hold more than {max_values:,} values; send a flat JSON object as the schema "
+                    "says (at most 80 object names)."
+                )
+    return None
 
 
 def _check_arguments(arguments_json: str, policy: ImagePolicy) -> str | None:
@@ -106,9 +121,7 @@ def _check_arguments(arguments_json: str, policy: ImagePolicy) -> str | None:
             f"the arguments are {len(arguments_json):,} characters; the limit is {limit:,}. "
             "Name the image by handle or URL."
         )
-    if _too_deep(arguments_json, MAX_JSON_DEPTH):
-        return f"the arguments nest deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object as the schema says."
-    return None
+    return _shape_problem(arguments_json)
 
 
 def _prepare(
