@@ -95,7 +95,29 @@ def _groups(text: str) -> list[_Group]:
         else:
             current.label_parts.append(match.group())
             current.has_label = current.has_label or not match.group().isspace()
-    return groups
+    return [box for group in groups for box in _unlabelled_boxes_apart(group)]
+
+
+def _unlabelled_boxes_apart(group: _Group) -> list[_Group]:
+    """Boxes written one after another without labels (8, 12, ... locations in a row) as one group
+    each, the label and codes with the last; any other count stays one malformed group."""
+    boxes = len(group.locs) // LOCS_PER_BOX
+    if boxes < 2 or len(group.locs) % LOCS_PER_BOX:
+        return [group]
+    apart = [
+        _Group(start=group.start, end=group.end, locs=group.locs[i * LOCS_PER_BOX : (i + 1) * LOCS_PER_BOX])
+        for i in range(boxes - 1)
+    ]
+    last = _Group(
+        start=group.start,
+        end=group.end,
+        locs=group.locs[-LOCS_PER_BOX:],
+        segs=group.segs,
+        label_parts=group.label_parts,
+        has_label=group.has_label,
+        malformed=group.malformed,
+    )
+    return [*apart, last]
 
 
 def _check(group: _Group, mode: Mode, width: int, height: int, asked: Sequence[str]) -> _Parsed | str:

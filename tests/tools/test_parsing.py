@@ -95,6 +95,25 @@ DETECTIONS = [
         id="extra-location-token",
     ),
     pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500><loc0600><loc0600><loc0900><loc0900>",
+        1023,
+        1023,
+        [("", (10, 10, 500, 500)), ("", (600, 600, 900, 900))],
+        [
+            "no label after the codes: kept without a label (several or no objects were asked for)",
+            "no label after the codes: kept without a label (several or no objects were asked for)",
+        ],
+        id="two-boxes-without-labels-or-separator",
+    ),
+    pytest.param(
+        "<loc0010><loc0010><loc0500><loc0500><loc0600><loc0600><loc0900><loc0900> cat",
+        1023,
+        1023,
+        [("", (10, 10, 500, 500)), ("cat", (600, 600, 900, 900))],
+        ["no label after the codes: kept without a label (several or no objects were asked for)"],
+        id="an-unlabelled-box-before-a-labelled-one",
+    ),
+    pytest.param(
         "<loc0010><loc0010><loc0500><loc0500>",
         1023,
         1023,
@@ -234,11 +253,11 @@ def test_parse_segments_without_decoder(
 
 
 def test_issue_text_is_an_excerpt_and_raw_text_stays_whole() -> None:
-    text = "<loc0077>" * 200
+    text = "<loc0077>" * 201  # not a whole number of boxes: one malformed group
     result = parse_detections(text, width=10, height=10)
     (issue,) = result.issues
-    assert issue.reason == "200 location tokens where a box has 4"
-    assert issue.text.startswith("<loc0077>" * 13) and issue.text.endswith("(+1680 characters)")
+    assert issue.reason == "201 location tokens where a box has 4"
+    assert issue.text.startswith("<loc0077>" * 13) and issue.text.endswith("(+1689 characters)")
     assert result.raw_text == text
 
 
