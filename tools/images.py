@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tools.errors import ImageError
 from tools.image_limits import check_cost, check_metadata, check_pixels
 from tools.image_policy import MIB, ImagePolicy
+from tools.image_structure import check_structure
 from tools.tiny_shapes_model import TINY_SHAPES_INPUT_PX, is_tiny_shapes_model
 
 # The largest side PaliGemma 2 looks at is 896 px (the pt-896 checkpoints); it squashes
@@ -73,7 +74,9 @@ _SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 def _sendable_original(decoded: Image.Image, orientation: int, animated: bool) -> str | None:
     """The MIME type under which the decoded file can be sent untouched, or None."""
     mime = _SENDABLE.get(decoded.format or "")
-    return mime if mime and orientation == 1 and not animated and decoded.mode in ("RGB", "L") else None
+    untouched = orientation == 1 and not animated and decoded.mode in ("RGB", "L")
+    # A colour key (PNG tRNS) makes pixels transparent that a server would show in the key's colour.
+    return mime if mime and untouched and "transparency" not in decoded.info else None
 
 
 def describe_source(source: object) -> str:
@@ -196,6 +199,7 @@ def _decode(data: bytes, policy: ImagePolicy, what: str) -> tuple[Image.Image, i
     """
     if not data:
         raise ImageError(f"{what} is empty (0 bytes).")
+    check_structure(data, policy, what)  # what Pillow's parsers would spend on the container, first
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limits apply below

@@ -812,3 +812,19 @@ def test_encode_for_model_drops_exif() -> None:
         assert "exif" not in image.info
         # Upright pixels were sent: the top-left is the stored bottom-left (blue).
         assert np.abs(pixels(image.convert("RGB"))[0, 0].astype(int) - BLUE).max() < 40
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_colour_keyed_png_is_sent_as_a_viewer_sees_it(mode: str) -> None:
+    """A PNG whose tRNS chunk makes one colour transparent: the server would show the key's colour,
+    so the image goes on white (as load_image puts it) and is sent re-encoded, not as the file."""
+    key = (20, 20, 20) if mode == "RGB" else 20
+    image = Image.new(mode, (64, 64), key)
+    image.paste((200, 30, 30) if mode == "RGB" else 120, (16, 16, 48, 48))
+    png = encoded(image, "PNG", transparency=key)
+    loaded = load_image(png)
+    assert loaded.original is None
+    with _decode_sent(encode_for_model(loaded)) as sent:
+        rgb = pixels(sent.convert("RGB"))
+        assert rgb[2, 2].min() > 240  # the keyed background, white
+        assert rgb[32, 32].max() < 230  # the square, not keyed
