@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 import re
 import warnings
 from collections.abc import Callable
@@ -106,12 +107,17 @@ def _refuse_path(path: Path, roots: tuple[Path, ...]) -> ImageError:
     )
 
 
-def _check_root(path: Path, resolved: Path, policy: ImagePolicy) -> None:
+def _check_root(path: Path, seen: Path, policy: ImagePolicy) -> None:
     if policy.allowed_roots is None:
         return
-    roots = tuple(root.expanduser().resolve() for root in policy.allowed_roots)
-    if not any(resolved.is_relative_to(root) for root in roots):
+    given = tuple(Path(os.path.abspath(os.path.expanduser(root))) for root in policy.allowed_roots)
+    roots = _resolved_roots(policy)
+    if not any(seen.is_relative_to(root) for root in (*given, *roots)):
         raise _refuse_path(path, roots)
+
+
+def _resolved_roots(policy: ImagePolicy) -> tuple[Path, ...]:
+    return tuple(root.expanduser().resolve() for root in policy.allowed_roots or ())
 
 
 def _read_path(path: Path, policy: ImagePolicy) -> bytes:
@@ -121,10 +127,16 @@ def _read_path(path: Path, policy: ImagePolicy) -> bytes:
         raise ImageError(f"the image path is {len(str(path)):,} characters long; paths are at most {MAX_PATH_CHARS}.")
     if "\0" in str(path):
         raise ImageError(f"{str(path)[:200]!r} is not a file path: it contains a NUL character.")
+    # Checked on the path as written, before anything on disk is looked at (a symlink loop, a
+    # user's home), so a refused caller cannot learn which files or accounts exist.
+    expanded = Path(os.path.expanduser(path))  # leaves an unknown `~user` as it is, where pathlib raises
+    _check_root(path, Path(os.path.abspath(expanded)), policy)
+    try:  # then where its symlinks lead, existing or not (a loop anywhere is refused alike)
+        _check_root(path, expanded.resolve(strict=False), policy)
+    except (RuntimeError, OSError) as e:
+        raise _refuse_path(path, _resolved_roots(policy)) from e
     try:
-        # Checked before the file is looked up, so a refused caller cannot learn which files exist.
-        _check_root(path, path.expanduser().resolve(strict=False), policy)
-        resolved = path.expanduser().resolve(strict=True)  # follows symlinks: the real file is checked
+        resolved = expanded.resolve(strict=True)  # follows symlinks: the real file is checked
     except (FileNotFoundError, RuntimeError) as e:
         raise ImageError(f"no image file at {str(path)!r}; check the path.") from e
     except OSError as e:

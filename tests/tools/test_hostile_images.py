@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.hostile_images import HOSTILE
 from tools.errors import ImageError
@@ -98,6 +99,36 @@ def test_refusal_outside_the_roots_does_not_tell_whether_the_file_exists(tmp_pat
         messages.append(str(raised.value).replace(path.name, "NAME"))
     assert messages[0] == messages[1]
     assert "refused to read" in messages[0]
+
+
+def test_refusals_outside_the_roots_read_alike_for_loops_and_unknown_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A symlink loop, an account that exists and one that does not: all refused in the same words,
+    before the path is resolved (a loop or an unknown `~user` used to answer "no image file")."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    monkeypatch.chdir(tmp_path)  # a relative path lies outside the roots too
+    (allowed / "to-loop").symlink_to(tmp_path / "loop")  # inside the roots, leading to the loop outside
+    policy = ImagePolicy.for_agents(allowed_roots=(allowed,))
+    messages = set()
+    paths = (tmp_path / "loop" / "x.png", allowed / "to-loop" / "x.png", "~root/x.png", "~no-such-user/x.png")
+    for path in (*paths, tmp_path / "nothing.png"):
+        with pytest.raises(ImageError, match=r"^refused to read") as raised:
+            load_image(str(path), policy)
+        messages.add(str(raised.value).replace(str(path), "PATH"))
+    assert len(messages) == 1
+
+
+def test_a_root_given_through_a_symlink_still_allows_its_files(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real)
+    Image.new("RGB", (4, 4)).save(real / "a.png")
+    policy = ImagePolicy.for_agents(allowed_roots=(tmp_path / "linked",))
+    assert load_image(str(tmp_path / "linked" / "a.png"), policy).image.size == (4, 4)
+    assert load_image(str(real / "a.png"), policy).image.size == (4, 4)
 
 
 @pytest.mark.parametrize(
