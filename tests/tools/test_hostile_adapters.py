@@ -9,6 +9,7 @@ time is measured by benchmarks/budgets.py.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import anyio
@@ -90,6 +91,40 @@ def test_langchain_tool_gets_an_error_message(name: str, arguments: dict[str, An
         no_request(behaviour)
     assert isinstance(message, ToolMessage)
     assert "error" in json.loads(message.content if isinstance(message.content, str) else json.dumps(message.content))
+
+
+@pytest.mark.parametrize("asynchronous", [pytest.param(False, id="invoke"), pytest.param(True, id="ainvoke")])
+@pytest.mark.parametrize(
+    ("given", "tool_message"),
+    [
+        pytest.param({"type": "tool_call", "id": "c", "name": "read_text", "args": None}, True, id="args-none"),
+        pytest.param({"type": "tool_call", "id": "c", "name": "read_text", "args": "img_1"}, True, id="args-string"),
+        pytest.param({"type": "tool_call", "id": "c", "name": "read_text", "args": 1.5}, True, id="args-number"),
+        pytest.param({"type": "tool_call", "name": "read_text", "args": {"image": "img_1"}}, True, id="no-id"),
+        pytest.param(None, False, id="none"),
+        pytest.param(7, False, id="a-number"),
+    ],
+)
+def test_langchain_tool_answers_input_langchain_cannot_read(given: Any, tool_message: bool, asynchronous: bool) -> None:
+    behaviour = Behaviour()
+    with fake_endpoint(behaviour) as base_url:
+        client = tools.PaliGemmaClient(base_url=base_url, model="fake", max_retries=0)
+        tool = {t.name: t for t in langchain_tools(client=client, images=store())}["read_text"]
+
+        async def ainvoke() -> Any:
+            async with client:
+                return await tool.ainvoke(given)
+
+        if asynchronous:
+            answer = anyio.run(ainvoke)
+        else:
+            with client:
+                answer = tool.invoke(given)
+        no_request(behaviour)
+    if tool_message:
+        assert isinstance(answer, ToolMessage) and answer.status == "error"
+        answer = answer.content
+    assert re.search("could not be read|invalid arguments", json.loads(answer)["error"])
 
 
 @pytest.mark.parametrize(("name", "arguments"), HOSTILE_ARGUMENTS)

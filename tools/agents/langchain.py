@@ -2,12 +2,15 @@
 
 A thin layer over the dispatcher: `invoke` runs `run_tool`, `ainvoke` runs `arun_tool`.
 The ToolMessage content is the compact JSON for the LLM and its artifact the typed
-`ToolResult`. Failures, including arguments LangChain rejects against the pydantic schema,
-come back as content (a ToolMessage with status 'error' and no artifact), never as exceptions.
+`ToolResult`. Failures, including arguments LangChain rejects against the pydantic schema
+and inputs it cannot read at all (a tool call without an id, arguments that are not an
+object), come back as content (a ToolMessage with status 'error' and no artifact), never as
+exceptions.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +46,7 @@ def langchain_tools(
     handles name images unless `allow_references` lets URLs, data URIs and paths through.
     """
     try:
-        from langchain_core.tools import StructuredTool
+        tool_class = _never_raising_tool()
     except ImportError as e:
         raise ImportError(f"langchain_tools needs langchain-core: {INSTALL_HINT}") from e
 
@@ -52,7 +55,7 @@ def langchain_tools(
     for tool in TOOLS:
         func, coroutine = _runners(tool, client, images, policy, allow_references)
         structured.append(
-            StructuredTool.from_function(
+            tool_class.from_function(
                 func=func,
                 coroutine=coroutine,
                 name=tool.name,
@@ -64,6 +67,43 @@ def langchain_tools(
             )
         )
     return structured
+
+
+@functools.cache
+def _never_raising_tool() -> type[StructuredTool]:
+    """StructuredTool whose `invoke`/`ainvoke` answer what LangChain itself cannot read (a tool
+    call with no id, arguments that are not an object) with an error, as for any other input."""
+    from langchain_core.tools import StructuredTool
+
+    class NeverRaisingTool(StructuredTool):
+        def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+            try:
+                return super().invoke(input, config, **kwargs)
+            except Exception as e:  # LangChain's own input handling, before the tool runs
+                return _unreadable(self.name, input, e)
+
+        async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+            try:
+                return await super().ainvoke(input, config, **kwargs)
+            except Exception as e:
+                return _unreadable(self.name, input, e)
+
+    return NeverRaisingTool
+
+
+def _unreadable(name: str, given: object, error: Exception) -> Any:
+    """The error answer to an input LangChain could not turn into a call: a ToolMessage for a tool call."""
+    from langchain_core.messages import ToolMessage
+
+    message = (
+        f"the call to {name} could not be read ({type(error).__name__}: {str(error)[:200]}); "
+        "call it with a JSON object of its arguments, as the schema says."
+    )
+    text = Outcome({"error": message, "tool": name}, error=message).text
+    if isinstance(given, dict) and given.get("type") == "tool_call":
+        call_id = given.get("id")
+        return ToolMessage(text, tool_call_id=call_id if isinstance(call_id, str) else "", name=name, status="error")
+    return text
 
 
 def _runners(
