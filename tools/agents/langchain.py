@@ -11,6 +11,7 @@ exceptions.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +47,10 @@ def langchain_tools(
     handles name images unless `allow_references` lets URLs, data URIs and paths through.
     """
     try:
-        tool_class = _never_raising_tool()
+        importlib.import_module("langchain_core.tools")
     except ImportError as e:
         raise ImportError(f"langchain_tools needs langchain-core: {INSTALL_HINT}") from e
+    tool_class = _never_raising_tool()
 
     policy = policy or ImagePolicy.for_agents()
     structured: list[StructuredTool] = []
