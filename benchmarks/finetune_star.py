@@ -108,7 +108,9 @@ def run(work: Path, args: argparse.Namespace) -> None:
     own_jobs = [(scene.image, list(evaluate.ALL_SHAPES)) for scene in own]
 
     def star_ap(found: list[Detections]) -> float:
-        return detection_ap50([(truth, d) for (_, truth, *_), d in zip(stars, found, strict=True)])
+        ap = detection_ap50([(truth, d) for (_, truth, *_), d in zip(stars, found, strict=True)])
+        assert ap is not None, "every test scene holds a star"
+        return ap
 
     def own_ap(found: list[Detections]) -> float:
         return evaluate.ap50(own, dict(enumerate(found)))

@@ -40,7 +40,7 @@ def add_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _finetune(args: argparse.Namespace, rest: list[str]) -> int:
-    from training.finetune import FinetuneSettings, finetune
+    from training.finetune import FinetuneSettings, finetune, serve_command
 
     settings = FinetuneSettings(
         model=args.model,
@@ -62,11 +62,7 @@ def _finetune(args: argparse.Namespace, rest: list[str]) -> int:
         device=args.device,
     )
     result = finetune(settings)
-    score = "not measured (no held-out split)" if result.score is None else f"{result.score:.3f}"
     print(f"Fine-tuned {result.steps} steps on {result.train_examples} examples in {result.minutes:.1f} min.")
-    print(f"Held-out {result.metric} ({result.eval_examples} examples): {score}")
-    if settings.method == "lora":
-        print(f"Serve it: paligemma serve --model {args.model} --lora {result.out.resolve().name}={result.out}")
-    else:
-        print(f"Serve it: paligemma serve --model {result.out}")
+    print(f"Held-out {result.metric} ({result.eval_examples} examples): {result.score_text}")
+    print(f"Serve it: {serve_command(settings)}")
     return 0

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -78,6 +80,25 @@ class FinetuneResult:
     metric: str
     score: float | None
     minutes: float
+    unscored: str = "no held-out split"  # why `score` is None
+
+    @property
+    def score_text(self) -> str:
+        return f"not measured ({self.unscored})" if self.score is None else f"{self.score:.3f}"
+
+
+def adapter_name(out: Path) -> str:
+    """The model name an adapter in `out` is served as: its folder's name, in the letters vLLM takes."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", out.resolve().name).strip("-._")[:64]
+    return name or "adapter"
+
+
+def serve_command(settings: FinetuneSettings) -> str:
+    """The command that serves what `settings` write, quoted for a shell."""
+    if settings.method == "lora":
+        lora = shlex.quote(f"{adapter_name(settings.out)}={settings.out}")
+        return f"paligemma serve --model {shlex.quote(settings.model)} --lora {lora}"
+    return f"paligemma serve --model {shlex.quote(str(settings.out))}"
 
 
 def vae_path(settings: FinetuneSettings, source: ModelSource) -> Path | None:
@@ -130,10 +151,8 @@ class Collator:
         return [self.image_id] * self.image_tokens + [self.bos_id, *prefix], [*answer, self.eos_id]
 
     def __call__(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
-        from PIL import Image
-
         batch = pad_prefix_lm([self.ids(r) for r in records], self.pad_id)
-        images = [Image.open(r.image).convert("RGB") for r in records]
+        images = [finetune_data.load_upright(r.image, str(r.image)) for r in records]
         batch["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         return batch
 
@@ -155,12 +174,10 @@ def lr_at(step: int, total: int, settings: FinetuneSettings) -> float:
 
 
 def total_steps(settings: FinetuneSettings, train_examples: int) -> int:
+    """The run's optimizer steps: --max-steps, else --epochs over the training split (check_settings
+    has refused values below one step)."""
     if settings.max_steps is not None:
-        if settings.max_steps < 1:
-            raise FinetuneError("--max-steps must be at least 1.")
         return settings.max_steps
-    if settings.epochs <= 0:
-        raise FinetuneError("--epochs must be positive.")
     return max(1, math.ceil(settings.epochs * train_examples / settings.batch_size))
 
 
@@ -232,15 +249,74 @@ def load_state(model: Any, optimizer: Any, settings: FinetuneSettings) -> tuple[
     if not (folder / "state.json").is_file():
         raise FinetuneError(f"--resume: there is no checkpoint in {folder}; run without --resume to start.")
     state = json.loads((folder / "state.json").read_text())
-    saved = state["settings"]
-    for key in ("model", "task", "method", "lora_rank"):
-        if saved.get(key) != _jsonable(settings)[key]:
-            raise FinetuneError(
-                f"--resume: the checkpoint was made with {key}={saved.get(key)!r}, not {_jsonable(settings)[key]!r}."
-            )
     _load_weights(model, folder / "weights.safetensors", settings.method)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     return int(state["step"]), [float(v) for v in state["losses"]]
+
+
+# What a resumed run must share with the run it continues: its data, its split and every choice
+# that shapes the steps (more or fewer steps, the device and how often to save may change).
+RESUME_KEYS: Final = (
+    "model", "data", "images", "task", "method", "batch_size", "eval_split", "lora_rank", "lora_alpha",
+    "warmup_share", "seed", "vae", "lang",
+)  # fmt: skip
+_PATH_KEYS: Final = ("data", "images", "vae")
+MAX_LORA_RANK: Final = 512  # the largest rank vLLM serves (--max-lora-rank)
+
+
+def check_settings(settings: FinetuneSettings) -> int:
+    """Refuse what cannot run or would harm, before the data or the model load; the step a resumed
+    run has done (0 for a new one)."""
+    if settings.batch_size < 1:
+        raise FinetuneError("--batch-size must be at least 1.")
+    if settings.save_every < 1:
+        raise FinetuneError("--save-every must be at least 1 (steps between checkpoints).")
+    if settings.max_steps is not None and settings.max_steps < 1:
+        raise FinetuneError("--max-steps must be at least 1.")
+    if settings.max_steps is None and not settings.epochs > 0:
+        raise FinetuneError("--epochs must be positive.")
+    if settings.lr is not None and not (math.isfinite(settings.lr) and settings.lr > 0):
+        raise FinetuneError(f"--lr must be a positive number, got {settings.lr}.")
+    if settings.method == "lora" and not 1 <= settings.lora_rank <= MAX_LORA_RANK:
+        raise FinetuneError(
+            f"--lora-rank must be 1 to {MAX_LORA_RANK} (the ranks vLLM serves), got {settings.lora_rank}."
+        )
+    if settings.out.exists() and not settings.out.is_dir():
+        raise FinetuneError(f"--out {settings.out} is a file; give a folder for the run.")
+    if settings.resume:
+        return _resumed_step(settings)
+    if (settings.out / CHECKPOINT_DIR).exists():
+        raise FinetuneError(f"{settings.out} already holds a run: --resume to continue it, or choose another --out.")
+    if settings.out.is_dir() and (present := sorted(p.name for p in settings.out.iterdir())):
+        raise FinetuneError(
+            f"--out {settings.out} is not empty ({', '.join(present[:5])}{', ...' if len(present) > 5 else ''}): a run "
+            "writes its weights, README.md and eval.json there. Choose a new or empty folder."
+        )
+    return 0
+
+
+def _resumed_step(settings: FinetuneSettings) -> int:
+    """The step the checkpoint in OUT reached, once its settings are found to be these."""
+    state_file = settings.out / CHECKPOINT_DIR / "state.json"
+    if not state_file.is_file():
+        raise FinetuneError(f"--resume: there is no checkpoint in {state_file.parent}; run without --resume to start.")
+    state = json.loads(state_file.read_text())
+    saved, asked = state["settings"], _jsonable(settings)
+    saved["lr"], asked["lr"] = saved.get("lr") or DEFAULT_LR[saved["method"]], settings.learning_rate
+    changed = []
+    for key in ("lr", *RESUME_KEYS):
+        before, now = saved.get(key), asked[key]
+        if key in _PATH_KEYS and before is not None and now is not None:
+            before, now = str(Path(before).resolve()), str(Path(now).resolve())
+        if before != now:
+            changed.append(f"{key} {saved.get(key)!r} -> {asked[key]!r}")
+    if changed:
+        raise FinetuneError(
+            f"--resume: the checkpoint in {settings.out} was made with other settings ({'; '.join(changed)}). "
+            "Resume with the same data and settings (only --max-steps/--epochs, --save-every and --device may "
+            "change), or start a new run in another --out."
+        )
+    return int(state["step"])
 
 
 def _save_weights(model: Any, path: Path, method: Method) -> None:
@@ -276,6 +352,7 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
     from tqdm import tqdm
 
     started = time.monotonic()
+    resumed_at = check_settings(settings)
     source = resolve(settings.model)
     records = finetune_data.load_records(
         settings.data, settings.images, settings.task, encoder=mask_encoder(settings, source), lang=settings.lang
@@ -283,17 +360,20 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
     train, held_out = finetune_data.split(records, settings.eval_split, settings.seed)
     if not train:
         raise FinetuneError("no examples are left to train on: lower --eval-split or add data.")
-    if settings.batch_size < 1:
-        raise FinetuneError("--batch-size must be at least 1.")
-    if settings.out.exists() and not settings.resume and (settings.out / CHECKPOINT_DIR).exists():
-        raise FinetuneError(f"{settings.out} already holds a run: --resume to continue it, or choose another --out.")
+    steps = total_steps(settings, len(train))
+    if resumed_at > steps:
+        raise FinetuneError(
+            f"--resume: the checkpoint has done {resumed_at} steps, more than the {steps} asked; "
+            f"ask for at least {resumed_at} (--max-steps) to go on."
+        )
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FinetuneError(f"--device {device}: this machine has no CUDA GPU torch can use; pass --device cpu.")
     torch.manual_seed(settings.seed)
     model, processor = load_model(settings, source.location, device)
     collate = Collator(processor)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
-    steps = total_steps(settings, len(train))
     settings.out.mkdir(parents=True, exist_ok=True)
     done, losses = load_state(model, optimizer, settings) if settings.resume else (0, [])
     progress = tqdm(range(done, steps), desc=f"finetune {settings.method}", unit="step", initial=done, total=steps)
@@ -313,11 +393,12 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
         if (step + 1) % settings.save_every == 0 and step + 1 < steps:
             save_state(model, optimizer, step + 1, losses, settings)
     save_state(model, optimizer, steps, losses, settings)
-    score = None
+    score, unscored = None, "no held-out split"
     if held_out:
         decoder = _mask_decoder(settings, source) if settings.task == "segment" else None
         answers = finetune_eval.generate_answers(model, processor, held_out, batch_size=settings.batch_size)
         score = finetune_eval.score(settings.task, held_out, answers, decoder)
+        unscored = "the held-out images hold nothing to find"
     result = FinetuneResult(
         out=settings.out,
         steps=steps,
@@ -326,6 +407,7 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
         metric=finetune_eval.METRIC_NAMES[settings.task],
         score=score,
         minutes=(time.monotonic() - started) / 60,
+        unscored=unscored,
     )
     _write_outputs(model, processor, settings, source, result, losses)
     return result

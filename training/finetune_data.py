@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from tools import answer_text, geometry, parsing, prompts
-from tools.errors import InvalidInputError, PromptError
+from tools.errors import ImageError, InvalidInputError, PromptError
+from tools.images import load_image
 from tools.vae_decoder import MASK_SIZE
 
 Task = Literal["detect", "segment", "ocr", "caption", "answer"]
@@ -38,6 +39,9 @@ PROMPT_WORDS: Final[dict[Task, tuple[str, ...]]] = {
     "answer": ("answer",),
 }
 MaskEncoder = Callable[[np.ndarray], np.ndarray]  # (N, 64, 64) masks in [-1, 1] -> (N, 16) codes
+
+
+JSON_LINES_SUFFIXES: Final = (".jsonl", ".ndjson")
 
 
 class FinetuneError(InvalidInputError):
@@ -69,15 +73,21 @@ class Record:
     instances: tuple[Instance, ...] = ()  # what detect/segment answers are scored against
 
 
-def image_size(path: Path, where: str) -> tuple[int, int]:
-    """(width, height) from the file's header; DatasetError if it is missing or not an image."""
+def load_upright(path: Path, where: str) -> Image.Image:
+    """The image as the tools send it (EXIF orientation applied, transparency on white, 16-bit
+    scaled, 8-bit RGB), decoded whole; DatasetError naming the file if it is missing or damaged."""
     if not path.is_file():
         raise DatasetError(f"{where}: image file {path} does not exist. Check --images (the folder the names are in).")
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"{where}: {path} cannot be read as an image ({e}).") from e
+        return load_image(path).image
+    except ImageError as e:
+        raise DatasetError(f"{where}: {e}") from e
+
+
+def image_size(path: Path, where: str) -> tuple[int, int]:
+    """(width, height) as a viewer sees the image, which the boxes must be in; the whole file is
+    decoded once here, so a damaged image is named before training starts, not midway."""
+    return load_upright(path, where).size
 
 
 def load_records(
@@ -90,7 +100,7 @@ def load_records(
         raise DatasetError(f"the data file {data} does not exist.")
     if not images.is_dir():
         raise DatasetError(f"the image folder {images} does not exist.")
-    if data.suffix == ".jsonl":
+    if data.suffix.lower() in JSON_LINES_SUFFIXES:
         records = list(_jsonl_records(data, images, task))
     else:
         records = coco_records(_read_json(data), data, images, task, encoder=encoder, lang=lang)
@@ -101,9 +111,11 @@ def load_records(
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is no error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path} cannot be read as JSON ({e}). Give COCO JSON, or JSON Lines named *.jsonl.") from e
+        raise DatasetError(
+            f"{path} cannot be read as JSON ({e}). Give COCO JSON, or JSON Lines named *.jsonl or *.ndjson."
+        ) from e
     if not isinstance(document, dict):
         raise DatasetError(f"{path}: a COCO file is one JSON object with images, annotations and categories.")
     return document
@@ -113,7 +125,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _jsonl_records(path: Path, images: Path, task: Task) -> Iterator[Record]:
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no error
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path} cannot be read as UTF-8 text ({e}).") from e
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -178,6 +194,20 @@ def _categories(document: dict[str, Any], path: Path) -> dict[int, str]:
     return names
 
 
+def _check_stated_size(image: dict[str, Any], seen: tuple[int, int], where: str) -> None:
+    """The COCO entry's width and height, when given, must be the image's as a viewer sees it:
+    the frame its boxes are in, and the one the tools send."""
+    stated = image.get("width"), image.get("height")
+    if not all(isinstance(v, int) for v in stated) or stated == seen:
+        return
+    turned = " (its EXIF orientation turns it; the file stores it the other way round)" if stated == seen[::-1] else ""
+    raise DatasetError(
+        f"{where}: the COCO file says {stated[0]}x{stated[1]}, but the image is {seen[0]}x{seen[1]} as a viewer "
+        f"sees it{turned}. Boxes must be in that frame, which the tools send: export the annotations with the "
+        'EXIF orientation applied ("auto-orient"), or correct the sizes.'
+    )
+
+
 def _box(annotation: dict[str, Any], width: int, height: int, where: str) -> tuple[float, float, float, float]:
     bbox = annotation.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, int | float) for v in bbox):
@@ -192,6 +222,13 @@ def coco_mask(segmentation: Any, width: int, height: int, where: str) -> np.ndar
     """The (height, width) bool mask of a COCO segmentation: polygons, RLE or compressed RLE."""
     from pycocotools import mask as coco_masks
 
+    if isinstance(segmentation, list) and (
+        not segmentation or not all(isinstance(p, list) and len(p) >= 6 for p in segmentation)
+    ):
+        raise DatasetError(
+            f"{where}: 'segmentation' holds no polygon of three points or more (a box-only export writes []); "
+            "give polygons or RLE for --task segment, or train --task detect on the boxes."
+        )
     try:
         if isinstance(segmentation, list):
             rles = coco_masks.frPyObjects(segmentation, height, width)
@@ -244,6 +281,7 @@ def coco_records(
         if not isinstance(iid, int) or not isinstance(name, str):
             raise DatasetError(f"{path}: every image needs an integer 'id' and a 'file_name', got {image!r}.")
         width, height = image_size(images / name, f"{path}: image {iid}")
+        _check_stated_size(image, (width, height), f"{path}: image {iid} ({name})")
         files[iid] = (images / name, width, height)
     by_image: dict[int, list[dict[str, Any]]] = {iid: [] for iid in files}
     for annotation in _list(document, "annotations", path):
@@ -284,7 +322,7 @@ def _target(
     task: Task, name: str, ordered: Sequence[Instance], width: int, height: int, encoder: MaskEncoder | None
 ) -> tuple[str, str]:
     """(prefix, suffix) for `name`'s objects, written by the tools' format code."""
-    bins = [geometry.xyxy_to_bins(o.box_xyxy, width=width, height=height) for o in ordered]
+    bins = [_at_least_one_bin(geometry.xyxy_to_bins(o.box_xyxy, width=width, height=height)) for o in ordered]
     if task == "detect":
         return prompts.detect((name,)), answer_text.detection_text([(name, b) for b in bins])
     if encoder is None or any(o.mask is None for o in ordered):
@@ -293,6 +331,19 @@ def _target(
     codes: list[list[int]] = [[int(c) for c in row] for row in encoder(np.stack(masks64))] if masks64 else []
     found = [(name, b, row) for b, row in zip(bins, codes, strict=True)]
     return prompts.segment((name,)), answer_text.segment_text(found)
+
+
+def _at_least_one_bin(bins: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A box narrower than a location bin written one bin wide, so its target reads back as a box
+    (the parser refuses a max edge not beyond the min edge)."""
+
+    def widened(low: int, high: int) -> tuple[int, int]:
+        if high > low:
+            return low, high
+        return (low, low + 1) if low < geometry.LOC_SCALE else (geometry.LOC_SCALE - 1, geometry.LOC_SCALE)
+
+    (y_min, y_max), (x_min, x_max) = widened(bins[0], bins[2]), widened(bins[1], bins[3])
+    return y_min, x_min, y_max, x_max
 
 
 def _caption_records(

@@ -19,7 +19,7 @@ import numpy as np
 from tools import parsing
 from tools.models import Detections, Segments
 from training.evaluate import mask_iou
-from training.finetune_data import Instance, Record, Task
+from training.finetune_data import Instance, Record, Task, load_upright
 
 if TYPE_CHECKING:
     from tools.vae_decoder import VaeDecoder
@@ -33,9 +33,9 @@ METRIC_NAMES: dict[Task, str] = {
 }
 
 
-def detection_ap50(pairs: Sequence[tuple[Sequence[Instance], Detections]]) -> float:
+def detection_ap50(pairs: Sequence[tuple[Sequence[Instance], Detections]]) -> float | None:
     """COCO AP50 over (truth, answer) pairs, each pair one image and prompt; answers carry no scores,
-    so earlier objects rank higher (the model's own order)."""
+    so earlier objects rank higher (the model's own order). None when no pair holds an object."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -64,7 +64,7 @@ def detection_ap50(pairs: Sequence[tuple[Sequence[Instance], Detections]]) -> fl
                 }
             )
     if not annotations:
-        return 0.0 if results else 1.0
+        return None  # nothing to find: AP is not defined, whatever was answered
     if not results:
         return 0.0
     with contextlib.redirect_stdout(io.StringIO()):
@@ -83,8 +83,9 @@ def detection_ap50(pairs: Sequence[tuple[Sequence[Instance], Detections]]) -> fl
     return float(evaluation.stats[1])
 
 
-def mask_miou(pairs: Sequence[tuple[Sequence[Instance], Segments]]) -> float:
-    """Mean over true masks of the best IoU with an answered mask of the same label (0 when none)."""
+def mask_miou(pairs: Sequence[tuple[Sequence[Instance], Segments]]) -> float | None:
+    """Mean over true masks of the best IoU with an answered mask of the same label (0 when none);
+    None when there is no true mask."""
     ious = []
     for truth, found in pairs:
         for o in truth:
@@ -92,11 +93,14 @@ def mask_miou(pairs: Sequence[tuple[Sequence[Instance], Segments]]) -> float:
                 continue
             answered = [mask_iou(o.mask, s.mask) for s in found.objects if s.label == o.label and s.mask is not None]
             ious.append(max(answered, default=0.0))
-    return float(np.mean(ious)) if ious else 0.0
+    return float(np.mean(ious)) if ious else None
 
 
-def score(task: Task, records: Sequence[Record], answers: Sequence[str], decoder: VaeDecoder | None = None) -> float:
-    """The task's metric (METRIC_NAMES) for the raw answers to `records`, read with the tools' parsers."""
+def score(
+    task: Task, records: Sequence[Record], answers: Sequence[str], decoder: VaeDecoder | None = None
+) -> float | None:
+    """The task's metric (METRIC_NAMES) for the raw answers to `records`, read with the tools' parsers;
+    None when the records hold nothing to find."""
     if task == "detect":
         detections = [
             parsing.parse_detections(a, width=r.width, height=r.height, prompt=r.prefix)
@@ -108,14 +112,24 @@ def score(task: Task, records: Sequence[Record], answers: Sequence[str], decoder
             parsing.parse_segments(a, width=r.width, height=r.height, decoder=decoder, prompt=r.prefix)
             for r, a in zip(records, answers, strict=True)
         ]
-        return mask_miou([(r.instances, s) for r, s in zip(records, segments, strict=True)])
+        return mask_miou([(_true_masks(r, decoder), s) for r, s in zip(records, segments, strict=True)])
     return float(np.mean([a.strip() == r.suffix.strip() for r, a in zip(records, answers, strict=True)]))
+
+
+def _true_masks(record: Record, decoder: VaeDecoder | None) -> Sequence[Instance]:
+    """The record's objects with their masks; JSON Lines targets carry only <seg> codes, so their
+    masks are the codes decoded by the same VQ-VAE that decodes the answers."""
+    if decoder is None or all(o.mask is not None for o in record.instances):
+        return record.instances
+    target = parsing.parse_segments(
+        record.suffix, width=record.width, height=record.height, decoder=decoder, prompt=record.prefix
+    )
+    return [Instance(o.label, o.box.xyxy, o.mask) for o in target.objects]
 
 
 def generate_answers(model: Any, processor: Any, records: Sequence[Record], *, batch_size: int = 8) -> list[str]:
     """Greedy answers of a transformers PaliGemma (peft-wrapped or not) to every record's prompt."""
     import torch
-    from PIL import Image
 
     from tools.tasks import MAX_TOKENS
 
@@ -130,7 +144,7 @@ def generate_answers(model: Any, processor: Any, records: Sequence[Record], *, b
         budget = MAX_TOKENS.get(prompt.split(" ", 1)[0], 256)
         for start in range(0, len(indices), batch_size):  # one prompt per batch: equal lengths, no padding
             chunk = indices[start : start + batch_size]
-            images = [Image.open(records[i].image).convert("RGB") for i in chunk]
+            images = [load_upright(records[i].image, str(records[i].image)) for i in chunk]
             inputs = processor(text=["<image>" + prompt] * len(chunk), images=images, return_tensors="pt").to(device)
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
             with torch.inference_mode():

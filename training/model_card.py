@@ -59,13 +59,14 @@ VQ-VAE. `eval.json` beside this card holds the score and the loss of every step.
 def text(settings: FinetuneSettings, base: ModelSource, result: FinetuneResult) -> str:
     """The card for one finished run. An adapter's base model is `base`; a whole checkpoint's is
     the one `base` was itself made from, if its own card says (it sees what the first base sees)."""
-    name = settings.out.resolve().name
+    from training.finetune import adapter_name, serve_command
+
+    name = adapter_name(settings.out) if settings.method == "lora" else settings.out.resolve().name
+    serve = serve_command(settings)
     if settings.method == "lora":
         method_long = f"LoRA rank {settings.lora_rank} on the text model's projections (vision tower frozen)"
-        serve = f"paligemma serve --model {settings.model} --lora {name}={settings.out}"
     else:
         method_long = "full fine-tuning (every weight)"
-        serve = f"paligemma serve --model {settings.out}"
     calls = {
         "detect": 'found = tools.locate_objects("photo.jpg", ["thing"], client=client)',
         "segment": 'found = tools.segment_objects("photo.jpg", "thing", client=client)',
@@ -100,7 +101,7 @@ def text(settings: FinetuneSettings, base: ModelSource, result: FinetuneResult) 
         lr=settings.learning_rate,
         seed=settings.seed,
         metric=result.metric,
-        score="not measured (no held-out split)" if result.score is None else f"{result.score:.3f}",
+        score=result.score_text,
         minutes=result.minutes,
         example_prompt=examples[settings.task],
         serve=serve,

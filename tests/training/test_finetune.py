@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,15 @@ import pytest
 from server import lora
 from server.model_source import TINY_NAME, TINY_TRAINED_DIR, ModelSource, card_base_model, resolve
 from training import finetune_data, model_card, star_scenes
-from training.finetune import Collator, FinetuneResult, FinetuneSettings, finetune, lr_at
+from training.finetune import (
+    Collator,
+    FinetuneResult,
+    FinetuneSettings,
+    check_settings,
+    finetune,
+    lr_at,
+    serve_command,
+)
 from training.finetune_data import FinetuneError
 
 
@@ -77,6 +86,54 @@ def test_lora_writes_a_servable_adapter_and_resumes(coco: Path, tmp_path: Path) 
     assert resumed.steps == 3
     losses = json.loads((out / "eval.json").read_text())["losses"]
     assert len(losses) == 3 and losses[:2] == summary["losses"]
+    # Refused before anything loads: other data or settings, or fewer steps than done.
+    with pytest.raises(FinetuneError, match=r"other settings \(batch_size 2 -> 4; seed 0 -> 7\)"):
+        finetune(settings_for(coco, out, max_steps=4, resume=True, batch_size=4, seed=7))
+    with pytest.raises(FinetuneError, match="has done 3 steps, more than the 2 asked"):
+        finetune(settings_for(coco, out, max_steps=2, resume=True))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"save_every": 0}, "--save-every must be at least 1", id="save-every-0"),
+        pytest.param({"lora_rank": 0}, "--lora-rank must be 1 to 512", id="rank-0"),
+        pytest.param({"lora_rank": 600}, "--lora-rank must be 1 to 512", id="rank-600"),
+        pytest.param({"lr": -1.0}, "--lr must be a positive number", id="negative-lr"),
+        pytest.param({"lr": float("nan")}, "--lr must be a positive number", id="nan-lr"),
+        pytest.param({"max_steps": 0}, "--max-steps must be at least 1", id="no-steps"),
+        pytest.param({"max_steps": None, "epochs": 0.0}, "--epochs must be positive", id="no-epochs"),
+        pytest.param({"batch_size": 0}, "--batch-size must be at least 1", id="batch-0"),
+    ],
+)
+def test_settings_that_cannot_run_are_refused_first(
+    coco: Path, tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(FinetuneError, match=message):
+        check_settings(settings_for(coco, tmp_path / "out", **changes))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_holding_other_files_is_not_written_over(coco: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("my notes")
+    with pytest.raises(FinetuneError, match=r"is not empty \(README.md\)"):
+        finetune(settings_for(coco, project))
+    assert (project / "README.md").read_text() == "my notes"
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(FinetuneError, match="is a file"):
+        finetune(settings_for(coco, tmp_path / "a-file"))
+
+
+def test_the_serve_command_works_for_a_folder_named_with_spaces(coco: Path, tmp_path: Path) -> None:
+    settings = settings_for(coco, tmp_path / "my star run")
+    command = serve_command(settings)
+    assert f"--lora 'my-star-run={tmp_path}/my star run'" in command
+    name, folder = lora.parse_lora_option(shlex.split(command)[-1])
+    assert (name, folder) == ("my-star-run", tmp_path / "my star run")
+    full = serve_command(dataclasses.replace(settings, method="full"))
+    assert shlex.split(full)[-1] == str(tmp_path / "my star run")
 
 
 def test_resume_without_a_checkpoint_says_so(coco: Path, tmp_path: Path) -> None:

@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
 from tools import parsing
 from tools.masks import paste_mask
 from tools.tiny_shapes_model import TINY_SHAPES_VAE_PATH
 from tools.vae_checkpoint import load_vae_decoder
-from training import finetune_data, star_scenes, vae
+from training import finetune_data, finetune_eval, star_scenes, vae
 from training.finetune_data import DatasetError, Record
 
 
@@ -68,6 +69,30 @@ def test_coco_segment_targets_decode_to_the_masks(coco: Path) -> None:
             assert o.mask is not None and s.mask is not None
             ious.append((s.mask & o.mask).sum() / (s.mask | o.mask).sum())
     assert ious and min(ious) > 0.8
+
+
+def test_json_lines_segment_targets_are_scored_against_their_own_codes(coco: Path, tmp_path: Path) -> None:
+    """JSON Lines carry <seg> codes, not masks: the truth is the codes decoded by the same VQ-VAE,
+    so answering the targets themselves scores 1 (it scored 0 when objects without masks were skipped)."""
+    model = vae.load_vae(TINY_SHAPES_VAE_PATH)
+    from_coco = finetune_data.load_records(
+        coco, coco.parent / "images", "segment", encoder=lambda m: vae.encode_masks(model, m)
+    )
+    lines = [{"image": r.image.name, "prefix": r.prefix, "suffix": r.suffix} for r in from_coco if r.suffix]
+    data = tmp_path / "seg.jsonl"
+    data.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    records = finetune_data.load_records(data, coco.parent / "images", "segment")
+    assert records and all(o.mask is None for r in records for o in r.instances)
+    decoder = load_vae_decoder(TINY_SHAPES_VAE_PATH, download=False)
+    assert finetune_eval.score("segment", records, [r.suffix for r in records], decoder) == pytest.approx(1.0)
+    assert finetune_eval.score("segment", records, ["" for _ in records], decoder) == 0.0
+
+
+def test_nothing_to_find_is_not_scored(coco: Path) -> None:
+    image = coco.parent / "images" / json.loads(coco.read_text())["images"][0]["file_name"]
+    nothing = [Record(image, 160, 120, "detect star", "", ())]
+    assert finetune_eval.score("detect", nothing, ["<loc0010><loc0010><loc0500><loc0500> star"]) is None
+    assert finetune_eval.score("detect", nothing, [""]) is None
 
 
 def test_mask_in_box_inverts_the_tools_pasting() -> None:
@@ -127,6 +152,7 @@ BAD_COCO = [
     pytest.param(lambda d: d["images"][0].update(file_name="nowhere.png"), "does not exist", id="missing-image-file"),
     pytest.param(lambda d: d["categories"][0].update(name="star ; moon"), "';'", id="separator-in-name"),
     pytest.param(lambda d: d["categories"][0].update(name="<loc0001>"), "control token", id="token-in-name"),
+    pytest.param(lambda d: d["images"][0].update(width=7), "the COCO file says 7x", id="stated-size-differs"),
 ]
 
 
@@ -184,3 +210,95 @@ def test_the_split_keeps_images_whole() -> None:
     assert not {r.image for r in train} & {r.image for r in held}
     assert finetune_data.split(records, 0.2, seed=0) == (train, held)
     assert finetune_data.split(records, 0.0, seed=0) == (records, [])
+
+
+def _write_coco(folder: Path, image: Image.Image, box_xywh: list[float], name: str = "a.jpg", **save: Any) -> Path:
+    """A one-image, one-box COCO file in the frame a viewer sees (`width`/`height` given as seen)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    image.save(folder / "images" / name, **save)
+    seen = ImageOps.exif_transpose(Image.open(folder / "images" / name)).size
+    document = {
+        "images": [{"id": 1, "file_name": name, "width": seen[0], "height": seen[1]}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": box_xywh}],
+        "categories": [{"id": 1, "name": "dot"}],
+    }
+    path = folder / "annotations.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_an_exif_rotated_photo_is_trained_in_the_frame_a_viewer_sees(tmp_path: Path) -> None:
+    """Stored 200 wide and 100 high with orientation 6: seen (and sent by the tools) 100 x 200.
+    Its box is in the seen frame, the target's bins too, and training gets the upright pixels."""
+    stored = Image.new("RGB", (200, 100), (255, 255, 255))
+    stored.paste((255, 0, 0), (0, 0, 20, 100))  # a red band at the stored left: the seen top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _write_coco(tmp_path, stored, [10, 5, 60, 30], exif=exif.tobytes(), quality=95)
+    (record,) = finetune_data.load_records(data, tmp_path / "images", "detect")
+    assert (record.width, record.height) == (100, 200)
+    found = parsing.parse_detections(record.suffix, width=100, height=200)
+    assert found.objects[0].box.xyxy == pytest.approx((10, 5, 70, 35), abs=0.2)
+    upright = np.asarray(finetune_data.load_upright(record.image, "test"))
+    assert upright.shape == (200, 100, 3)
+    assert upright[5, 50, 0] > 200 and upright[5, 50, 1] < 60  # red at the top
+    assert upright[190, 50].min() > 200  # white at the bottom
+
+
+def test_sizes_stated_in_the_files_frame_name_the_exif_turn(tmp_path: Path) -> None:
+    stored = Image.new("RGB", (200, 100), (255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _write_coco(tmp_path, stored, [10, 5, 60, 30], exif=exif.tobytes())
+    document = json.loads(data.read_text())
+    document["images"][0].update(width=200, height=100)  # the stored size, as some exporters write
+    data.write_text(json.dumps(document))
+    with pytest.raises(DatasetError, match="EXIF orientation turns it"):
+        finetune_data.load_records(data, tmp_path / "images", "detect")
+
+
+@pytest.mark.parametrize(
+    ("image", "seen"),
+    [
+        pytest.param(Image.new("I;16", (32, 32), 40000), 156, id="16-bit-grey-scaled-not-white"),
+        pytest.param(Image.new("RGBA", (32, 32), (0, 0, 0, 0)), 255, id="transparent-on-white"),
+    ],
+)
+def test_training_pixels_are_the_pixels_the_tools_send(tmp_path: Path, image: Image.Image, seen: int) -> None:
+    data = _write_coco(tmp_path, image, [2, 2, 10, 10], name="a.png")
+    (record,) = finetune_data.load_records(data, tmp_path / "images", "detect")
+    pixels = np.asarray(finetune_data.load_upright(record.image, "test"))
+    assert pixels.shape == (32, 32, 3) and int(pixels.mean()) == seen
+
+
+def test_a_damaged_image_is_named_before_training(tmp_path: Path) -> None:
+    data = _write_coco(tmp_path, Image.effect_noise((64, 64), 40).convert("RGB"), [2, 2, 10, 10], name="a.png")
+    png = (tmp_path / "images" / "a.png").read_bytes()
+    (tmp_path / "images" / "a.png").write_bytes(png[: len(png) // 2])
+    with pytest.raises(DatasetError, match=r"image 1.*a.png.*damaged or truncated"):
+        finetune_data.load_records(data, tmp_path / "images", "detect")
+
+
+def test_a_box_smaller_than_a_bin_still_reads_back_as_a_box(tmp_path: Path) -> None:
+    data = _write_coco(tmp_path, Image.new("RGB", (3000, 2000), (255, 255, 255)), [1500, 1000, 2, 1.5])
+    (record,) = finetune_data.load_records(data, tmp_path / "images", "detect")
+    found = parsing.parse_detections(record.suffix, width=3000, height=2000)
+    assert found.issues == () and len(found.objects) == 1
+
+
+@pytest.mark.parametrize(
+    "segmentation",
+    [pytest.param([], id="box-only-export"), pytest.param([[1, 1, 5, 5]], id="two-point-polygon")],
+)
+def test_a_segmentation_without_a_polygon_says_so(tmp_path: Path, segmentation: list[Any]) -> None:
+    with pytest.raises(DatasetError, match="no polygon of three points"):
+        finetune_data.coco_mask(segmentation, 10, 10, "annotation 1")
+
+
+@pytest.mark.parametrize("suffix", [".JSONL", ".ndjson"])
+def test_json_lines_by_any_usual_name_and_with_a_byte_order_mark(tmp_path: Path, coco: Path, suffix: str) -> None:
+    first = json.loads(coco.read_text())["images"][0]["file_name"]
+    data = tmp_path / f"d{suffix}"
+    data.write_text(json.dumps({"image": first, "prefix": "caption en", "suffix": "a star"}) + "\n", "utf-8-sig")
+    (record,) = finetune_data.load_records(data, coco.parent / "images", "caption")
+    assert record.suffix == "a star"
