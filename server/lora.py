@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -79,6 +80,46 @@ def read_adapter(name: str, folder: Path) -> LoraAdapter:
             "experimental --enable-tower-connector-lora; train the text model's projections (the default)."
         )
     return LoraAdapter(name, folder.resolve(), max(ranks))
+
+
+def _adapter_width(folder: Path) -> int | None:
+    """The width of the text model an adapter was made for: the inputs of its first q_proj lora_A,
+    read from the safetensors header (no weights loaded); None when the file does not say."""
+    try:
+        with (folder / "adapter_model.safetensors").open("rb") as file:
+            (size,) = struct.unpack("<Q", file.read(8))
+            header = json.loads(file.read(min(size, 64 * 1024 * 1024)))
+    except (OSError, struct.error, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    for key, tensor in header.items() if isinstance(header, dict) else ():
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        if "q_proj.lora_A" in key and isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int):
+            return shape[1]
+    return None
+
+
+def _model_width(model_folder: Path) -> int | None:
+    """The text model's hidden size from a checkpoint folder's config.json; None when it does not say."""
+    try:
+        config = json.loads((model_folder / "config.json").read_text())
+        width = (config.get("text_config") or {}).get("hidden_size")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return width if isinstance(width, int) else None
+
+
+def check_adapters_fit(adapters: tuple[LoraAdapter, ...], model_folder: Path, model: str) -> None:
+    """Refuse an adapter made for a model of another width than the one served: vLLM would load
+    everything and only then stop on a tensor size mismatch."""
+    width = _model_width(model_folder)
+    for adapter in adapters:
+        made_for = _adapter_width(adapter.path)
+        if width is not None and made_for is not None and made_for != width:
+            raise AdapterError(
+                f"--lora {adapter.name}: the adapter was made for a text model {made_for} wide, but --model {model} "
+                f"is {width} wide. Serve it on the model it was fine-tuned from (its adapter_config.json names it "
+                "as base_model_name_or_path)."
+            )
 
 
 def read_adapters(options: list[str] | tuple[str, ...]) -> tuple[LoraAdapter, ...]:

@@ -16,7 +16,7 @@ from typing import Literal
 from server.engine_packing import ENGINES_ENV, PACKING_MIDDLEWARE
 from server.errors import ServeError
 from server.hardware import Hardware
-from server.lora import LoraAdapter, lora_args
+from server.lora import LoraAdapter, check_adapters_fit, lora_args
 from server.model_parent import PARENT_ENV, PARENT_MIDDLEWARE
 from server.model_source import ModelSource
 from server.vllm_plugin import ATTENTION_ENV, MIDDLEWARE, Attention
@@ -214,6 +214,8 @@ def build_command(
     if parent is not None:  # listed as the adapters are, so the tools treat it as its base model
         argv += ["--middleware", PARENT_MIDDLEWARE]
         env[PARENT_ENV] = parent
+    if Path(source.location).is_dir():  # a hub id's config is not read here
+        check_adapters_fit(options.loras, Path(source.location), options.model)
     argv += lora_args(options.loras, served_name)
     argv += options.vllm_args
     return VllmCommand(

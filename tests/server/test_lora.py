@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from server import lora, serve
@@ -141,3 +142,32 @@ def test_the_banner_lists_the_adapters(tmp_path: Path) -> None:
     the_plan = serve.plan(ServeOptions(model="tiny", loras=adapters), device="cpu")
     banner = serve.usage_banner(the_plan.command, "cpu")
     assert "star  (rank 8" in banner and "as model 'paligemma2-tiny-shapes'" in banner
+
+
+def _with_weights(folder: Path, width: int) -> Path:
+    from safetensors.numpy import save_file
+
+    name = "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"
+    save_file({name: np.zeros((8, width), dtype=np.float32)}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("width", "fits"), [pytest.param(128, True, id="same-width"), pytest.param(64, False, id="other")]
+)
+def test_an_adapter_for_a_model_of_another_width_is_refused_before_vllm_starts(
+    tmp_path: Path, width: int, fits: bool
+) -> None:
+    """The tiny model's text model is 128 wide; an adapter made for a 64-wide one used to load
+    everything and then stop on vLLM's tensor size mismatch."""
+    folder = _with_weights(adapter_dir(tmp_path, "star"), width)
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "serve", "--model", "tiny", "--lora", f"star={folder}", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if fits:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2 and "made for a text model 64 wide, but --model tiny is 128 wide" in result.stderr
