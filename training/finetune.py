@@ -16,6 +16,7 @@ import math
 import re
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -371,6 +372,8 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
         raise FinetuneError(f"--device {device}: this machine has no CUDA GPU torch can use; pass --device cpu.")
     torch.manual_seed(settings.seed)
     model, processor = load_model(settings, source.location, device)
+    if warning := _answers_past_the_budget(records, processor.tokenizer):
+        print(warning, file=sys.stderr)
     collate = Collator(processor)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
@@ -411,6 +414,27 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
     )
     _write_outputs(model, processor, settings, source, result, losses)
     return result
+
+
+def _answers_past_the_budget(records: Sequence[Record], tokenizer: Any) -> str | None:
+    """A warning when some answers are longer than the tokens the tools ask for with their prompt:
+    trained as written, they come back cut off when served (a dense detect answer loses objects)."""
+    from tools.tasks import MAX_TOKENS
+
+    long = []
+    for record in records:
+        budget = MAX_TOKENS.get(record.prefix.split(" ", 1)[0], 256)
+        tokens = len(tokenizer(record.suffix, add_special_tokens=False)["input_ids"]) + 1  # and <eos>
+        if tokens > budget:
+            long.append((tokens, budget, record.image.name))
+    if not long:
+        return None
+    tokens, budget, name = max(long)
+    return (
+        f"warning: {len(long)} of {len(records)} answers are longer than the tokens the tools ask for with their "
+        f"prompt (the longest: {tokens} tokens against {budget}, {name}); served, they come back cut off. "
+        "Split such images into fewer objects per prompt, or raise max_tokens where you call the model."
+    )
 
 
 def _mask_decoder(settings: FinetuneSettings, source: ModelSource) -> Any:

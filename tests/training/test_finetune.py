@@ -171,3 +171,21 @@ def test_the_card_of_a_fine_tune_of_a_fine_tune(coco: Path, tmp_path: Path, meth
     (tmp_path / "README.md").write_text(card)
     assert card_base_model(tmp_path) == expected
     assert f"library_name: {'peft' if method == 'lora' else 'transformers'}" in card
+
+
+def test_answers_longer_than_the_tools_budget_are_warned_of(coco: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from tools.answer_text import detection_text
+    from training.finetune import _answers_past_the_budget
+
+    tokenizer = AutoTokenizer.from_pretrained(TINY_TRAINED_DIR)
+    dense = detection_text([("dot", (i, i, i + 20, i + 20)) for i in range(0, 900, 25)])  # 36 boxes
+    image = coco.parent / "images" / "x.png"
+    records = [
+        finetune_data.Record(image, 100, 100, "detect dot", dense),
+        finetune_data.Record(image, 100, 100, "detect dot", detection_text([("dot", (1, 1, 50, 50))])),
+    ]
+    warning = _answers_past_the_budget(records, tokenizer)
+    assert warning is not None and warning.startswith("warning: 1 of 2 answers are longer") and "against 256" in warning
+    assert _answers_past_the_budget(records[1:], tokenizer) is None
