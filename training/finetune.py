@@ -230,26 +230,44 @@ def save_state(model: Any, optimizer: Any, step: int, losses: list[float], setti
     """The resumable state in OUT/checkpoint: weights or adapter, optimizer, step, losses, settings."""
     import torch
 
-    folder = settings.out / CHECKPOINT_DIR
-    partial = settings.out / (CHECKPOINT_DIR + ".partial")
+    folder, partial, old = (settings.out / (CHECKPOINT_DIR + end) for end in ("", ".partial", ".old"))
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     _save_weights(model, partial / "weights.safetensors", settings.method)
     torch.save(optimizer.state_dict(), partial / "optimizer.pt")
     state = {"step": step, "losses": losses, "settings": _jsonable(settings)}
-    (partial / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)  # a run killed mid-save keeps the previous checkpoint
+    (partial / "state.json").write_text(json.dumps(state))  # last: a partial folder with it is whole
+    # Two renames, then the old one goes: a run killed anywhere here leaves a whole checkpoint
+    # under one of the three names, which `checkpoint_folder` finds.
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    partial.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_folder(out: Path) -> Path | None:
+    """The newest whole checkpoint in OUT: `checkpoint`, else a `checkpoint.partial` whose state was
+    written (a save killed between its renames), else the `checkpoint.old` it replaced; None if none."""
+    for end in ("", ".partial", ".old"):
+        if (out / (CHECKPOINT_DIR + end) / "state.json").is_file():
+            return out / (CHECKPOINT_DIR + end)
+    return None
+
+
+def saved_state(out: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest whole checkpoint in OUT and its state.json; FinetuneError when there is none."""
+    folder = checkpoint_folder(out)
+    if folder is None:
+        raise FinetuneError(f"--resume: there is no checkpoint in {out}; run without --resume to start.")
+    return folder, json.loads((folder / "state.json").read_text())
 
 
 def load_state(model: Any, optimizer: Any, settings: FinetuneSettings) -> tuple[int, list[float]]:
     """Restore OUT/checkpoint into `model` and `optimizer`; (step done, losses)."""
     import torch
 
-    folder = settings.out / CHECKPOINT_DIR
-    if not (folder / "state.json").is_file():
-        raise FinetuneError(f"--resume: there is no checkpoint in {folder}; run without --resume to start.")
-    state = json.loads((folder / "state.json").read_text())
+    folder, state = saved_state(settings.out)
     _load_weights(model, folder / "weights.safetensors", settings.method)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     return int(state["step"]), [float(v) for v in state["losses"]]
@@ -286,7 +304,7 @@ def check_settings(settings: FinetuneSettings) -> int:
         raise FinetuneError(f"--out {settings.out} is a file; give a folder for the run.")
     if settings.resume:
         return _resumed_step(settings)
-    if (settings.out / CHECKPOINT_DIR).exists():
+    if checkpoint_folder(settings.out) is not None:
         raise FinetuneError(f"{settings.out} already holds a run: --resume to continue it, or choose another --out.")
     if settings.out.is_dir() and (present := sorted(p.name for p in settings.out.iterdir())):
         raise FinetuneError(
@@ -298,10 +316,7 @@ def check_settings(settings: FinetuneSettings) -> int:
 
 def _resumed_step(settings: FinetuneSettings) -> int:
     """The step the checkpoint in OUT reached, once its settings are found to be these."""
-    state_file = settings.out / CHECKPOINT_DIR / "state.json"
-    if not state_file.is_file():
-        raise FinetuneError(f"--resume: there is no checkpoint in {state_file.parent}; run without --resume to start.")
-    state = json.loads(state_file.read_text())
+    _, state = saved_state(settings.out)
     saved, asked = state["settings"], _jsonable(settings)
     saved["lr"], asked["lr"] = saved.get("lr") or DEFAULT_LR[saved["method"]], settings.learning_rate
     changed = []

@@ -17,6 +17,7 @@ from training.finetune import (
     FinetuneResult,
     FinetuneSettings,
     check_settings,
+    checkpoint_folder,
     finetune,
     lr_at,
     serve_command,
@@ -91,6 +92,15 @@ def test_lora_writes_a_servable_adapter_and_resumes(coco: Path, tmp_path: Path) 
         finetune(settings_for(coco, out, max_steps=4, resume=True, batch_size=4, seed=7))
     with pytest.raises(FinetuneError, match="has done 3 steps, more than the 2 asked"):
         finetune(settings_for(coco, out, max_steps=2, resume=True))
+    # A save killed between its two renames: the whole new state waits as checkpoint.partial.
+    (out / "checkpoint").rename(out / "checkpoint.partial")
+    assert checkpoint_folder(out) == out / "checkpoint.partial"
+    with pytest.raises(FinetuneError, match="already holds a run"):
+        finetune(settings_for(coco, out))
+    again = finetune(settings_for(coco, out, max_steps=4, resume=True))
+    assert again.steps == 4 and checkpoint_folder(out) == out / "checkpoint"
+    assert not (out / "checkpoint.partial").exists() and not (out / "checkpoint.old").exists()
+    assert json.loads((out / "eval.json").read_text())["losses"][:3] == losses
 
 
 @pytest.mark.parametrize(
