@@ -21,7 +21,7 @@ from tests.images import data_uri, gradient_image, png_bytes
 from tests.tools.conftest import run
 from tests.tools.fake_endpoint import Behaviour, fake_endpoint
 from tools.agents import arun_tool_call, run_tool_call
-from tools.agents.dispatch import _shape_problem
+from tools.agents.dispatch import shape_problem
 from tools.image_store import ImageStore
 
 
@@ -264,7 +264,7 @@ def test_a_box_without_label_from_the_endpoint_keeps_the_asked_name(images: Imag
 
 
 def shape_one_character_at_a_time(text: str, max_depth: int, max_values: int) -> str | None:
-    """The shape check as a plain loop over the characters: what `_shape_problem` must answer."""
+    """The shape check as a plain loop over the characters: what `shape_problem` must answer."""
     depth = values = 0
     in_string = escaped = False
     for ch in text:
@@ -308,7 +308,7 @@ def _kind(problem: str | None) -> str | None:
 def test_the_shape_check_answers_as_a_loop_over_the_characters(text: str, max_depth: int, max_values: int) -> None:
     """Strings skipped by the regex engine (escapes, strings that never close) change nothing."""
     expected = shape_one_character_at_a_time(text, max_depth, max_values)
-    assert _kind(_shape_problem(text, max_depth, max_values)) == expected
+    assert _kind(shape_problem(text, max_depth, max_values)) == expected
 
 
 @pytest.mark.parametrize(
@@ -326,7 +326,7 @@ def test_the_shape_check_answers_as_a_loop_over_the_characters(text: str, max_de
     ],
 )
 def test_the_nesting_check_on_written_cases(text: str, deep: bool) -> None:
-    assert (_kind(_shape_problem(text)) == "deeper") is deep
+    assert (_kind(shape_problem(text)) == "deeper") is deep
 
 
 @pytest.mark.parametrize(
@@ -340,4 +340,4 @@ def test_the_nesting_check_on_written_cases(text: str, deep: bool) -> None:
     ],
 )
 def test_the_value_count_on_written_cases(text: str, kind: str | None) -> None:
-    assert _kind(_shape_problem(text)) == kind
+    assert _kind(shape_problem(text)) == kind

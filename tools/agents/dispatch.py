@@ -75,11 +75,11 @@ def validation_message(error: ValidationError) -> str:
 
 
 # A JSON string, escapes included (one that never closes runs to the end), or a run of
-# brackets and commas: what `_shape_problem` looks at, found by the regex engine at C speed.
+# brackets and commas: what `shape_problem` looks at, found by the regex engine at C speed.
 _STRING_OR_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{},]+', re.DOTALL)
 
 
-def _shape_problem(text: str, max_depth: int = MAX_JSON_DEPTH, max_values: int = MAX_JSON_VALUES) -> str | None:
+def shape_problem(text: str, max_depth: int = MAX_JSON_DEPTH, max_values: int = MAX_JSON_VALUES) -> str | None:
     """What is wrong with the shape of JSON `text`: nesting deeper than `max_depth`, or more than
     `max_values` values (millions of `[]` would take seconds and gigabytes to parse); None if nothing.
 
@@ -121,7 +121,7 @@ def _check_arguments(arguments_json: str, policy: ImagePolicy) -> str | None:
             f"the arguments are {len(arguments_json):,} characters; the limit is {limit:,}. "
             "Name the image by handle or URL."
         )
-    return _shape_problem(arguments_json)
+    return shape_problem(arguments_json)
 
 
 def _prepare(

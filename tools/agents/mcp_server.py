@@ -145,7 +145,11 @@ def serve_http(settings: McpSettings, *, host: str = "127.0.0.1", port: int = 87
     """Serve MCP over streamable HTTP at http://host:port/mcp until interrupted."""
     import uvicorn
 
-    app = build_server(settings).streamable_http_app(host=host)
+    from tools.agents.mcp_guard import MessageGuard
+
+    # An image as a data URI in base64, and room for the rest of the message.
+    max_bytes = settings.max_image_bytes * 4 // 3 + 128 * 1024
+    app = MessageGuard(build_server(settings).streamable_http_app(host=host), max_bytes=max_bytes)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
