@@ -2,7 +2,8 @@
 
 detect: COCO AP at IoU 0.5 (pycocotools) with the answers' order as their confidence; segment:
 the mean IoU of every true mask with the best mask answered for its label; the other tasks:
-the share of answers equal to the expected text (whitespace trimmed). Answers come from
+the share of answers equal to an expected text of the same image and prompt (whitespace
+trimmed; COCO gives an image five captions, any of which is right). Answers come from
 transformers' greedy `generate` (`generate_answers`), or from a served endpoint through the
 tools (benchmarks/finetune_star.py), and are scored alike.
 """
@@ -113,7 +114,13 @@ def score(
             for r, a in zip(records, answers, strict=True)
         ]
         return mask_miou([(_true_masks(r, decoder), s) for r, s in zip(records, segments, strict=True)])
-    return float(np.mean([a.strip() == r.suffix.strip() for r, a in zip(records, answers, strict=True)]))
+    # Any expected text of the same image and prompt counts (COCO gives an image five captions).
+    expected: dict[tuple[str, str], set[str]] = {}
+    for r in records:
+        expected.setdefault((str(r.image), r.prefix), set()).add(r.suffix.strip())
+    return float(
+        np.mean([a.strip() in expected[str(r.image), r.prefix] for r, a in zip(records, answers, strict=True)])
+    )
 
 
 def _true_masks(record: Record, decoder: VaeDecoder | None) -> Sequence[Instance]:

@@ -302,3 +302,11 @@ def test_json_lines_by_any_usual_name_and_with_a_byte_order_mark(tmp_path: Path,
     data.write_text(json.dumps({"image": first, "prefix": "caption en", "suffix": "a star"}) + "\n", "utf-8-sig")
     (record,) = finetune_data.load_records(data, coco.parent / "images", "caption")
     assert record.suffix == "a star"
+
+
+def test_a_caption_equal_to_any_of_the_images_references_is_right(coco: Path) -> None:
+    image = coco.parent / "images" / json.loads(coco.read_text())["images"][0]["file_name"]
+    references = ["a red star", "a star in red", "one red star", "a star", "red star on white"]
+    records = [Record(image, 160, 120, "caption en", text) for text in references]
+    assert finetune_eval.score("caption", records, ["a star"] * 5) == 1.0  # was 0.2: one reference of five
+    assert finetune_eval.score("caption", records, ["a blue star"] * 5) == 0.0
