@@ -297,11 +297,15 @@ def coco_records(
     records = []
     for iid, (file, width, height) in files.items():
         found: dict[str, list[Instance]] = {}
+        crowds: set[str] = set()
         for annotation in by_image[iid]:
             where = f"{path}: annotation {annotation.get('id')}"
             cid = annotation.get("category_id")
             if cid not in categories:
                 raise DatasetError(f"{where}: category_id {cid!r} is not among the categories ({sorted(categories)}).")
+            if annotation.get("iscrowd") == 1:  # a crowd region, not one object: neither listed nor called absent
+                crowds.add(categories[cid])
+                continue
             box = _box(annotation, width, height, where)
             mask = None
             if task == "segment":
@@ -309,7 +313,7 @@ def coco_records(
                     raise DatasetError(f"{where}: --task segment needs a 'segmentation' (polygons or RLE).")
                 mask = coco_mask(annotation["segmentation"], width, height, where)
             found.setdefault(categories[cid], []).append(Instance(categories[cid], box, mask))
-        names = list(found) or list(categories.values())
+        names = list(found) or [name for name in categories.values() if name not in crowds]
         for name in names:
             ordered = reading_order(found.get(name, []))
             records.append(

@@ -310,3 +310,18 @@ def test_a_caption_equal_to_any_of_the_images_references_is_right(coco: Path) ->
     records = [Record(image, 160, 120, "caption en", text) for text in references]
     assert finetune_eval.score("caption", records, ["a star"] * 5) == 1.0  # was 0.2: one reference of five
     assert finetune_eval.score("caption", records, ["a blue star"] * 5) == 0.0
+
+
+def test_crowd_regions_are_neither_objects_nor_absence(tmp_path: Path) -> None:
+    """COCO's iscrowd=1 marks a region of many objects: not one box to list, nor a class to call absent."""
+    data = _write_coco(tmp_path, Image.new("RGB", (100, 100), (255, 255, 255)), [10, 10, 30, 30], name="a.png")
+    document = json.loads(data.read_text())
+    document["categories"].append({"id": 2, "name": "crowd"})
+    document["annotations"].append({"id": 2, "image_id": 1, "category_id": 2, "bbox": [50, 50, 40, 40], "iscrowd": 1})
+    data.write_text(json.dumps(document))
+    records = finetune_data.load_records(data, tmp_path / "images", "detect")
+    assert [(r.prefix, len(r.instances)) for r in records] == [("detect dot", 1)]
+    document["annotations"] = document["annotations"][1:]  # only the crowd: no example says "nothing"
+    data.write_text(json.dumps(document))
+    records = finetune_data.load_records(data, tmp_path / "images", "detect")
+    assert [(r.prefix, r.suffix) for r in records] == [("detect dot", "")]
