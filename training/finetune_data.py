@@ -16,7 +16,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -54,11 +54,32 @@ class DatasetError(FinetuneError):
 
 @dataclass(frozen=True)
 class Instance:
-    """One annotated object: its label, pixel box (x_min, y_min, x_max, y_max) and mask when given."""
+    """One annotated object: its label, pixel box (x_min, y_min, x_max, y_max) and mask when given,
+    kept run-length encoded: a full-size mask per object of a whole dataset would not fit in memory
+    (20 photos of 4000 x 3000 with five masks each held 1.2 GB)."""
 
     label: str
     box_xyxy: tuple[float, float, float, float]
-    mask: np.ndarray | None = None  # (height, width) bool, for segment
+    rle: dict[str, Any] | None = field(default=None, compare=False)  # COCO run-length encoding, for segment
+
+    @classmethod
+    def with_mask(cls, label: str, box_xyxy: tuple[float, float, float, float], mask: np.ndarray | None) -> Instance:
+        from pycocotools import mask as coco_masks
+
+        rle = None if mask is None else coco_masks.encode(np.asfortranarray(mask, dtype=np.uint8))
+        return cls(label, box_xyxy, rle)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The (height, width) bool mask, decoded on each call."""
+        if self.rle is None:
+            return None
+        from pycocotools import mask as coco_masks
+
+        with warnings.catch_warnings():  # pycocotools' decoder trips numpy 2's __array__(copy=) deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded: np.ndarray = coco_masks.decode(self.rle).astype(bool)
+        return decoded
 
 
 @dataclass(frozen=True)
@@ -312,7 +333,7 @@ def coco_records(
                 if "segmentation" not in annotation:
                     raise DatasetError(f"{where}: --task segment needs a 'segmentation' (polygons or RLE).")
                 mask = coco_mask(annotation["segmentation"], width, height, where)
-            found.setdefault(categories[cid], []).append(Instance(categories[cid], box, mask))
+            found.setdefault(categories[cid], []).append(Instance.with_mask(categories[cid], box, mask))
         names = list(found) or [name for name in categories.values() if name not in crowds]
         for name in names:
             ordered = reading_order(found.get(name, []))
@@ -331,7 +352,7 @@ def _target(
         return prompts.detect((name,)), answer_text.detection_text([(name, b) for b in bins])
     if encoder is None or any(o.mask is None for o in ordered):
         raise DatasetError(f"segment targets for {name!r} need every mask and a VQ-VAE encoder.")
-    masks64 = [mask_in_box(o.mask, o.box_xyxy) for o in ordered if o.mask is not None]
+    masks64 = [mask_in_box(mask, o.box_xyxy) for o in ordered if (mask := o.mask) is not None]
     codes: list[list[int]] = [[int(c) for c in row] for row in encoder(np.stack(masks64))] if masks64 else []
     found = [(name, b, row) for b, row in zip(bins, codes, strict=True)]
     return prompts.segment((name,)), answer_text.segment_text(found)

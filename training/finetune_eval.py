@@ -90,9 +90,10 @@ def mask_miou(pairs: Sequence[tuple[Sequence[Instance], Segments]]) -> float | N
     ious = []
     for truth, found in pairs:
         for o in truth:
-            if o.mask is None:
+            true_mask = o.mask
+            if true_mask is None:
                 continue
-            answered = [mask_iou(o.mask, s.mask) for s in found.objects if s.label == o.label and s.mask is not None]
+            answered = [mask_iou(true_mask, s.mask) for s in found.objects if s.label == o.label and s.mask is not None]
             ious.append(max(answered, default=0.0))
     return float(np.mean(ious)) if ious else None
 
@@ -131,7 +132,7 @@ def _true_masks(record: Record, decoder: VaeDecoder | None) -> Sequence[Instance
     target = parsing.parse_segments(
         record.suffix, width=record.width, height=record.height, decoder=decoder, prompt=record.prefix
     )
-    return [Instance(o.label, o.box.xyxy, o.mask) for o in target.objects]
+    return [Instance.with_mask(o.label, o.box.xyxy, o.mask) for o in target.objects]
 
 
 def generate_answers(model: Any, processor: Any, records: Sequence[Record], *, batch_size: int = 8) -> list[str]:
