@@ -151,6 +151,13 @@ def jpeg_with_app_segments(count: int) -> bytes:
     return plain[:2] + b"\xff\xef\x00\x02" * count + plain[2:]
 
 
+def jpeg_with_filler(filler: bytes, size: int) -> bytes:
+    """An 8x8 JPEG with `size` bytes of `filler` (0xFF fill, junk) after its first segment."""
+    plain = encoded(Image.new("RGB", (8, 8), (0, 0, 255)), "JPEG")
+    end = 4 + int.from_bytes(plain[4:6], "big")
+    return plain[:end] + filler * (size // len(filler)) + plain[end:]
+
+
 def jpeg_scans_repeated(side: int, repeats: int) -> bytes:
     """A progressive side x side JPEG whose scans (with the tables between them) come `repeats`
     times: libjpeg decodes every one over the whole image."""
@@ -215,6 +222,9 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "jpeg-progressive-25MP-110-scans": lambda: jpeg_scans_repeated(5_000, 11),
     "gif-5000-extensions": lambda: gif_with_extensions(b"\x21\xf9\x04\x00\x00\x00\x00\x00" * 5_000),
     "gif-2MB-comment": lambda: gif_with_extensions(gif_comment(2 << 20)),
+    "gif-1MB-junk-between-blocks": lambda: gif_with_extensions(b"J" * (1 << 20)),
+    "jpeg-1MB-of-ff-fill": lambda: jpeg_with_filler(b"\xff", 1 << 20),
+    "jpeg-1MB-of-junk": lambda: jpeg_with_filler(b"J", 1 << 20),
     "tiff-300000-rationals": lambda: tiff_with_tag(282, 5, 300_000, b"\x48\0\0\0\1\0\0\0" * 300_000),
     "tiff-1100000-strip-offsets": lambda: tiff_with_tag(273, 4, 1_100_000, b"\x08\0\0\0" * 1_100_000),
     "bmp-rle8-3MB": lambda: bmp_rle8(3 << 20),

@@ -16,6 +16,7 @@ from tests.hostile_images import (
     gif_with_extensions,
     jpeg_scans_repeated,
     jpeg_with_app_segments,
+    jpeg_with_filler,
     png_with_chunks,
     tiff_pages,
     tiff_with_tag,
@@ -52,6 +53,9 @@ def _rle8_bmp(side: int) -> bytes:
         pytest.param(png_with_chunks(MAX_PARTS - 2), (4, 4), id="png-at-the-chunk-bound"),  # + IHDR, IEND
         pytest.param(jpeg_with_app_segments(MAX_PARTS - 10), (8, 8), id="jpeg-at-the-segment-bound"),
         pytest.param(jpeg_scans_repeated(256, 25), (256, 256), id="jpeg-250-scans"),
+        pytest.param(jpeg_with_filler(b"\xff", 60_000), (8, 8), id="jpeg-60-kB-of-ff-fill"),
+        pytest.param(jpeg_with_filler(b"J", 60_000), (8, 8), id="jpeg-60-kB-of-junk"),
+        pytest.param(gif_with_extensions(b"J" * 60_000), (4, 4), id="gif-60-kB-of-junk"),
         pytest.param(gif_with_extensions(GCE * (MAX_PARTS - 1)), (4, 4), id="gif-at-the-extension-bound"),
         pytest.param(gif_with_extensions(gif_comment(1 << 19)), (4, 4), id="gif-half-megabyte-comment"),
         pytest.param(
