@@ -72,6 +72,13 @@ class Completion:
     truncated: bool  # stopped by the token limit, not by the model
 
 
+# What reading a body that is no JSON of the expected shape raises inside the SDK: JSONDecodeError,
+# UnicodeDecodeError and pydantic's ValidationError are ValueErrors; RecursionError for deep nesting.
+_UNREADABLE: tuple[type[Exception], ...] = (ValueError, RecursionError)
+# The SDK's model pages read `data` as a list of objects: a dict or a string there raises these.
+_UNREADABLE_LIST: tuple[type[Exception], ...] = (*_UNREADABLE, TypeError, AttributeError)
+
+
 def _endpoint_error(error: openai.OpenAIError, base_url: str) -> EndpointError:
     """Map an OpenAI SDK error to ours, with what to do about it."""
     import openai
@@ -106,8 +113,10 @@ def _bound_error(
     bound: endpoint_limits.ResponseTooLarge | endpoint_limits.DeadlinePassed, base_url: str
 ) -> EndpointError:
     if isinstance(bound, endpoint_limits.ResponseTooLarge):
+        compressed = isinstance(bound, endpoint_limits.CompressedAnswer)
+        what = "an answer the tools do not read" if compressed else "too much data"
         return EndpointRequestError(
-            f"the endpoint at {base_url} answered with too much data ({bound}); it is not a PaliGemma answer. "
+            f"the endpoint at {base_url} answered with {what} ({bound}); it is not a PaliGemma answer. "
             "Check PALIGEMMA_BASE_URL."
         )
     return _timeout(base_url)
@@ -192,7 +201,9 @@ class PaliGemmaClient:
 
         with self._lock:
             if self._sync is None:
-                http = openai.DefaultHttpxClient(event_hooks=endpoint_limits.sync_hooks())
+                http = openai.DefaultHttpxClient(
+                    event_hooks=endpoint_limits.sync_hooks(), headers=endpoint_limits.REQUEST_HEADERS
+                )
                 self._sync = openai.OpenAI(**self._sdk_options(), http_client=http)
             return self._sync
 
@@ -203,7 +214,9 @@ class PaliGemmaClient:
         with self._lock:
             entry = self._async.get(loop)
             if entry is None:
-                http = openai.DefaultAsyncHttpxClient(event_hooks=endpoint_limits.async_hooks())
+                http = openai.DefaultAsyncHttpxClient(
+                    event_hooks=endpoint_limits.async_hooks(), headers=endpoint_limits.REQUEST_HEADERS
+                )
                 sdk = openai.AsyncOpenAI(**self._sdk_options(), http_client=http)
                 entry = _LoopClient(sdk, asyncio.Semaphore(self.max_concurrency))
                 self._async[loop] = entry
@@ -283,9 +296,9 @@ class PaliGemmaClient:
             return served[0]
         if not served:
             raise EndpointRequestError(f"the endpoint at {self.base_url} serves no model.")
+        shown = ", ".join(served[:10]) + (f" and {len(served) - 10:,} more" if len(served) > 10 else "")
         raise EndpointRequestError(
-            f"the endpoint at {self.base_url} serves several models ({', '.join(served)}); "
-            "pass model= or set PALIGEMMA_MODEL."
+            f"the endpoint at {self.base_url} serves several models ({shown}); pass model= or set PALIGEMMA_MODEL."
         )
 
     def _known_model(self) -> str | None:
@@ -298,12 +311,23 @@ class PaliGemmaClient:
         return None if unlisted and time.monotonic() >= self._listing_retry_at else self._model
 
     def _take_listing(self, listed: list[Any]) -> str:
+        listed = [m for m in listed if isinstance(getattr(m, "id", None), str) and m.id]  # entries without a name
         model = self._model or self._pick_model([m.id for m in listed])
         # vLLM lists a LoRA adapter with `parent`, the served name of the model it runs on;
         # `paligemma serve` lists a fine-tuned checkpoint with the model it was made from
         parents = ((m.id, getattr(m, "parent", None)) for m in listed)
         self._model, self._parents = model, {name: p for name, p in parents if isinstance(p, str) and p}
         return model
+
+    def _listing_unreadable(self, error: Exception) -> str:
+        """A model list that is no list of models: a configured name is used as it is, for good."""
+        if self._model is None:
+            raise EndpointRequestError(
+                f"the endpoint at {self.base_url} did not answer /models with a list of models "
+                f"({type(error).__name__}); check PALIGEMMA_BASE_URL, or name the model (PALIGEMMA_MODEL)."
+            ) from error
+        self._parents = {}
+        return self._model
 
     def _listing_failed(self, error: openai.OpenAIError) -> str:
         """Without a configured name, or with the endpoint unreachable, the call cannot go on; a
@@ -351,6 +375,8 @@ class PaliGemmaClient:
                 listed = list(self._sync_client().models.list())
         except openai.OpenAIError as e:
             return self._listing_failed(e)
+        except _UNREADABLE_LIST as e:  # a list the SDK could not read
+            return self._listing_unreadable(e)
         return self._take_listing(listed)
 
     async def amodel(self) -> str:
@@ -375,6 +401,8 @@ class PaliGemmaClient:
             raise _timeout(self.base_url) from e
         except openai.OpenAIError as e:
             return self._listing_failed(e)
+        except _UNREADABLE_LIST as e:
+            return self._listing_unreadable(e)
         return self._take_listing(listed)
 
     def base_model(self, model: str) -> str:
@@ -420,12 +448,25 @@ class PaliGemmaClient:
             "extra_body": {**self.extra_body, **(extra_body or {})},
         }
 
-    @staticmethod
-    def _completion(reply: Any, model: str) -> Completion:
-        if not reply.choices:
-            raise EndpointRequestError("the endpoint returned no choices.")
-        choice = reply.choices[0]
-        return Completion(choice.message.content or "", reply.model or model, choice.finish_reason == "length")
+    def _completion(self, reply: Any, model: str) -> Completion:
+        """The answer of a chat completion, read without trusting its shape: what the SDK could not
+        parse into one (a text page, a list, a number for the content) is the endpoint's error."""
+        choices = getattr(reply, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise self._not_a_completion("no choices")
+        message: Any = getattr(choices[0], "message", None)
+        content = getattr(message, "content", 0)  # 0: no such attribute (a string, a number)
+        if message is None or not isinstance(content, str | None):
+            raise self._not_a_completion("no text message in its first choice")
+        served = getattr(reply, "model", None)
+        finished = getattr(choices[0], "finish_reason", None)
+        return Completion(content or "", served if isinstance(served, str) and served else model, finished == "length")
+
+    def _not_a_completion(self, what: object) -> EndpointRequestError:
+        return EndpointRequestError(
+            f"the endpoint at {self.base_url} did not answer with an OpenAI chat completion ({str(what)[:200]}); "
+            "check PALIGEMMA_BASE_URL (it should end in /v1 of a vLLM server)."
+        )
 
     def complete(
         self, image: EncodedImage, prompt: str, *, max_tokens: int, extra_body: Mapping[str, Any] | None = None
@@ -441,6 +482,8 @@ class PaliGemmaClient:
                 )
             except openai.OpenAIError as e:
                 raise _endpoint_error(e, self.base_url) from e
+            except _UNREADABLE as e:  # the SDK's JSON reading of a body that is no completion
+                raise self._not_a_completion(f"{type(e).__name__}: {e}") from e
         return self._completion(reply, model)
 
     async def acomplete(
@@ -462,6 +505,8 @@ class PaliGemmaClient:
                 raise _timeout(self.base_url) from e
             except openai.OpenAIError as e:
                 raise _endpoint_error(e, self.base_url) from e
+            except _UNREADABLE as e:
+                raise self._not_a_completion(f"{type(e).__name__}: {e}") from e
         return self._completion(reply, model)
 
     # --- mask decoder --------------------------------------------------------------------

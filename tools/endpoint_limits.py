@@ -25,6 +25,10 @@ class ResponseTooLarge(Exception):
     """The endpoint's response passed the size cap (raised inside httpx, mapped by the client)."""
 
 
+class CompressedAnswer(ResponseTooLarge):
+    """The endpoint compressed its answer though it was asked not to: its size is unknown until decoded."""
+
+
 class DeadlinePassed(Exception):
     """The call's total deadline passed while reading (raised inside httpx, mapped by the client)."""
 
@@ -59,10 +63,21 @@ def _on_request(request: httpx.Request) -> None:
     }
 
 
+# Asked of the endpoint: the cap counts the bytes as they arrive, so they must be the answer's own.
+REQUEST_HEADERS = {"Accept-Encoding": "identity"}
+
+
 def _check_length(response: httpx.Response, max_bytes: int) -> None:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ResponseTooLarge(f"the endpoint announced {int(declared):,} bytes; the cap is {max_bytes:,}")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # 600 MiB of zeros fit in a kilobyte of brotli: decoded, the cap on bytes read bounds nothing.
+        raise CompressedAnswer(
+            f"the endpoint sent a {encoding[:40]}-compressed answer although an uncompressed one was asked; "
+            "its size is unknown until decoded, so it is not read"
+        )
 
 
 class _BoundedStream(httpx.SyncByteStream):

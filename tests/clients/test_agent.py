@@ -147,3 +147,42 @@ def test_agent_loop_answers_once_the_llm_stops_calling_tools(tiny_server: TinySe
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
     assert json.loads(tool_message["content"])["caption"] == "a gradient"  # PaliGemma's answer reached the LLM
     assert [t["function"]["name"] for t in llm.requests[0]["tools"]] == [t.name for t in tools.TASKS]
+
+
+def test_the_command_passes_first_tool_to_the_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m clients.agent --first-tool caption_image` names that tool in the first request
+    (it was parsed and then dropped)."""
+    import http.server
+    import threading
+
+    from clients.agent import main
+
+    seen: list[dict[str, Any]] = []
+
+    class LLM(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.dumps({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "done"}}],
+            }).encode()  # fmt: skip
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LLM)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        argv = ["Describe it.", "--image", data_uri(gradient_image()), "--llm-base-url", base_url, "--llm-model", "m"]
+        assert main([*argv, "--first-tool", "caption_image"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[0]["tool_choice"] == {"type": "function", "function": {"name": "caption_image"}}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"answer": "done"}

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,25 @@ def test_demo_serves_the_trained_model_checks_its_answers_draws_and_stops(tmp_pa
     with Image.open(drawn) as image:
         assert image.width >= DEMO_SCENE_SIZE[0] and image.height >= DEMO_SCENE_SIZE[1]  # the scene plus a legend
     assert out.rstrip().endswith("Server stopped.")
+
+
+def test_demo_reads_a_users_image_as_the_tools_do_before_serving(tmp_path: Path) -> None:
+    """A file that is no image stops the demo at once with the tools' message (no server started,
+    no traceback); a photo is taken as the tools see it, EXIF orientation applied."""
+    from clients import demo
+
+    (tmp_path / "notes.png").write_text("not an image")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "demo", "--image", str(tmp_path / "notes.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "is not an image format that can be read" in result.stderr
+    assert "Traceback" not in result.stderr and "Starting vLLM" not in result.stdout
+    assert time.monotonic() - started < 60
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 60 x 40, seen 40 x 60
+    Image.new("RGB", (60, 40), (255, 255, 255)).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    assert demo.load_image(tmp_path / "photo.jpg").image.size == (40, 60)

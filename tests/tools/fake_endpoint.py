@@ -22,6 +22,10 @@ class Behaviour:
     models: list[dict[str, object]] = field(default_factory=lambda: [{"id": "fake", "object": "model"}])
     models_status: int = 200  # what GET /v1/models answers with
     models_delay_s: float = 0.0  # how long GET /v1/models keeps the caller waiting first
+    raw_body: bytes | None = None  # what POST answers instead of a chat completion, as it is
+    raw_headers: dict[str, str] = field(default_factory=dict)  # sent with it (Content-Encoding, ...)
+    models_raw: bytes | None = None  # what GET /v1/models answers instead of the list
+    accept_encodings: list[str] = field(default_factory=list)  # the Accept-Encoding of each POST
 
 
 def _body(behaviour: Behaviour) -> bytes:
@@ -47,7 +51,7 @@ def fake_endpoint(behaviour: Behaviour) -> Iterator[str]:
         def do_GET(self) -> None:
             behaviour.requests.append(self.path)
             time.sleep(behaviour.models_delay_s)
-            body = json.dumps({"object": "list", "data": behaviour.models}).encode()
+            body = behaviour.models_raw or json.dumps({"object": "list", "data": behaviour.models}).encode()
             self.send_response(behaviour.models_status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -60,9 +64,12 @@ def fake_endpoint(behaviour: Behaviour) -> Iterator[str]:
         def do_POST(self) -> None:
             behaviour.requests.append(self.path)
             behaviour.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-            body = _body(behaviour)
+            behaviour.accept_encodings.append(self.headers.get("Accept-Encoding", ""))
+            body = _body(behaviour) if behaviour.raw_body is None else behaviour.raw_body
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
+            for name, value in behaviour.raw_headers.items():
+                self.send_header(name, value)
             self.send_header("Transfer-Encoding", "chunked")  # no length announced: only reading can tell
             self.end_headers()
             try:
