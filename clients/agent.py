@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tools import ImagePolicy, ImageStore, PaliGemmaClient
-from tools.agents import openai_tools, run_tool_call
+from tools.agents import TOOLS, openai_tools, run_tool_call
 
 SYSTEM = (
     "You answer questions about images by calling vision tools backed by PaliGemma 2. "
@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm-model", default=os.environ.get("AGENT_MODEL"))
     parser.add_argument("--llm-api-key", default=os.environ.get("AGENT_API_KEY") or os.environ.get("OPENAI_API_KEY"))
     parser.add_argument("--max-steps", type=int, default=6)
-    parser.add_argument("--first-tool", help="make the first step call this tool, e.g. caption_image")
+    parser.add_argument(
+        "--first-tool", choices=[tool.name for tool in TOOLS], help="make the first step call this tool"
+    )
     args = parser.parse_args(argv)
     if not args.llm_model:
         parser.error("name the tool-calling LLM with --llm-model or AGENT_MODEL")
@@ -92,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     llm = OpenAI(base_url=args.llm_base_url, api_key=args.llm_api_key or "EMPTY")
     with PaliGemmaClient() as paligemma:
         answer = run_agent(
-            args.task, args.image, llm=llm, llm_model=args.llm_model, paligemma=paligemma, max_steps=args.max_steps
+            args.task,
+            args.image,
+            llm=llm,
+            llm_model=args.llm_model,
+            paligemma=paligemma,
+            max_steps=args.max_steps,
+            first_tool=args.first_tool,
         )
     json.dump({"answer": answer}, sys.stdout)
     print()

@@ -24,7 +24,7 @@ from server.model_source import TINY_NAME
 from server.process import free_port
 from server.tiny_model import is_random_tiny_model
 from server.vllm_command import ServeOptions
-from tools import data_uri, default_cache_dir
+from tools import data_uri, default_cache_dir, load_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -62,7 +62,7 @@ def ask_with_openai_sdk(base_url: str, model: str, image: Image.Image, prompt: s
     client = OpenAI(base_url=base_url, api_key=os.environ.get("PALIGEMMA_API_KEY", "EMPTY"))
     reply = client.chat.completions.create(
         model=model,
-        max_tokens=64,
+        max_tokens=128,  # what the tools ask for with `caption en`: a word of the scene is not cut off
         temperature=0,
         messages=image_message(_png_data_uri(image), prompt),
     )
@@ -261,14 +261,15 @@ def run_demo(
     device: Literal["auto", "cuda", "cpu"] = "auto",
 ) -> int:
     """Serve, ask, print, draw, stop. Returns the process exit code."""
-    from PIL import Image
 
     # eager: a handful of requests, where torch.compile's ~18 s start would never pay off
     options = ServeOptions(model=model or TINY_NAME, port=port or free_port(), eager=True)
     the_plan = serve.plan(options, device=device)
     scene = None
     if image is not None:
-        picture = Image.open(image).convert("RGB")
+        # As the tools see it (EXIF orientation applied), so what is drawn matches what they answer;
+        # a file that is no image stops the demo with the tools' own message (an ImageError).
+        picture = load_image(image).image
     else:
         scene = demo_scene()
         picture = scene.image
