@@ -116,9 +116,11 @@ def parent_lines(parent: str | None) -> list[str]:
 def usage_banner(command: VllmCommand, device: str) -> str:
     """What to paste to use the server: base URL, model name, curl and openai SDK examples."""
     url, model = command.base_url, command.served_model_name
+    keyed = "VLLM_API_KEY" in command.env  # serve --api-key: requests must carry it
     body = {
         "model": model,
         "max_tokens": 64,
+        "temperature": 0,  # PaliGemma answers greedily: the same image gives the same answer
         "messages": [
             {
                 "role": "user",
@@ -129,7 +131,11 @@ def usage_banner(command: VllmCommand, device: str) -> str:
             }
         ],
     }
-    curl_body = json.dumps(body).replace("IMAGE", '"$(base64 -w0 photo.jpg)"')
+    # The body is single-quoted for the shell: it is closed around the substitution, which is
+    # double-quoted, then opened again.
+    curl_body = json.dumps(body).replace("IMAGE", "'\"$(base64 -w0 photo.jpg)\"'")
+    auth = ' -H "Authorization: Bearer $PALIGEMMA_API_KEY"' if keyed else ""
+    key = "os.environ['PALIGEMMA_API_KEY']" if keyed else "'EMPTY'"
     return "\n".join(
         [
             f"PaliGemma is served ({device}) at {url} as model {model!r}.",
@@ -137,15 +143,17 @@ def usage_banner(command: VllmCommand, device: str) -> str:
             *banner_lines(command.loras),
             *parent_lines(command.parent),
             "",
-            "curl (one image per request; photo.jpg is yours):",
-            f"  curl -s {url}/chat/completions -H 'Content-Type: application/json' \\",
+            "curl (one image per request; photo.jpg is yours"
+            + ("; PALIGEMMA_API_KEY holds the --api-key):" if keyed else "):"),
+            f"  curl -s {url}/chat/completions -H 'Content-Type: application/json'{auth} \\",
             f"    -d '{curl_body}'",
             "",
             "openai SDK:",
+            "  import base64, os",
             "  from openai import OpenAI",
-            f"  client = OpenAI(base_url={url!r}, api_key='EMPTY')",
+            f"  client = OpenAI(base_url={url!r}, api_key={key})",
             "  image = 'data:image/jpeg;base64,' + base64.b64encode(open('photo.jpg', 'rb').read()).decode()",
-            f"  reply = client.chat.completions.create(model={model!r}, max_tokens=64, messages=[",
+            f"  reply = client.chat.completions.create(model={model!r}, max_tokens=64, temperature=0, messages=[",
             "      {'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': image}},",
             "                                   {'type': 'text', 'text': 'detect person'}]}])",
             "  print(reply.choices[0].message.content)  # e.g. <loc0199><loc0152><loc1021><loc0744> person",

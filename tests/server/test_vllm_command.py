@@ -240,3 +240,35 @@ def test_the_startup_banner_names_the_attention(attention: Literal["prefix", "ca
     command = build_command(ServeOptions(model="3b-mix-224", attention=attention), resolve("3b-mix-224"), CPU)
     banner = serve.usage_banner(command, "cpu")
     assert says in banner and "x-paligemma-attention" in banner
+
+
+@pytest.mark.parametrize("api_key", [None, "secret"])
+def test_the_banners_curl_and_sdk_examples_work_as_printed(tmp_path: Path, api_key: str | None) -> None:
+    """Pasted into a shell and into Python, the banner's two examples send the photo and the key."""
+    import base64
+    import subprocess
+    import sys
+
+    from tests.tools.fake_endpoint import Behaviour, fake_endpoint
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 not really a jpeg \xff\xd9")
+    behaviour = Behaviour()
+    with fake_endpoint(behaviour) as base_url:
+        port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+        command = build_command(ServeOptions(model="tiny", port=port, api_key=api_key), resolve("tiny"), CPU)
+        banner = serve.usage_banner(command, "cpu").splitlines()
+        start = next(i for i, line in enumerate(banner) if line.startswith("  curl"))
+        curl = "\n".join(line[2:] for line in banner[start : start + 2])
+        sdk_start = banner.index("openai SDK:") + 1
+        sdk = "\n".join(line[2:] for line in banner[sdk_start : sdk_start + 7])
+        env = {"PATH": "/usr/bin:/bin", "PALIGEMMA_API_KEY": api_key or ""}
+        subprocess.run(["bash", "-c", curl], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=60)
+        subprocess.run([sys.executable, "-c", sdk], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=60)
+    encoded = base64.b64encode(photo.read_bytes()).decode()
+    for body in behaviour.bodies:
+        sent = json.loads(body)
+        assert sent["temperature"] == 0
+        assert sent["messages"][0]["content"][0]["image_url"]["url"] == "data:image/jpeg;base64," + encoded
+    assert len(behaviour.bodies) == 2
+    assert behaviour.authorizations == (["Bearer secret"] * 2 if api_key else ["", "Bearer EMPTY"])

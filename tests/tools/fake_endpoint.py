@@ -26,6 +26,7 @@ class Behaviour:
     raw_headers: dict[str, str] = field(default_factory=dict)  # sent with it (Content-Encoding, ...)
     models_raw: bytes | None = None  # what GET /v1/models answers instead of the list
     accept_encodings: list[str] = field(default_factory=list)  # the Accept-Encoding of each POST
+    authorizations: list[str] = field(default_factory=list)  # and its Authorization header
 
 
 def _body(behaviour: Behaviour) -> bytes:
@@ -65,6 +66,7 @@ def fake_endpoint(behaviour: Behaviour) -> Iterator[str]:
             behaviour.requests.append(self.path)
             behaviour.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
             behaviour.accept_encodings.append(self.headers.get("Accept-Encoding", ""))
+            behaviour.authorizations.append(self.headers.get("Authorization", ""))
             body = _body(behaviour) if behaviour.raw_body is None else behaviour.raw_body
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
