@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 import typing
@@ -48,6 +49,52 @@ def _count(text: str) -> int:
     return int(digits)
 
 
+def _whole(text: str, low: int, high: int, expected: str) -> int:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit() and low <= int(digits) <= high):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return int(digits)
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on: 1-65535."""
+    return _whole(text, 1, 65535, "a port from 1 to 65535")
+
+
+def _positive(text: str) -> int:
+    """A whole number >= 1 (sizes, lengths, GiB)."""
+    return _whole(text, 1, sys.maxsize, "a whole number >= 1")
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (or megabytes)."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from e
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _name(text: str) -> str:
+    """A name that says something (a model name, an API key): not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty string")
+    return text
+
+
+def _json_object(text: str) -> dict[str, object]:
+    """A JSON object of extra request fields."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"top_k\": 1}}': {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"top_k\": 1}}', got {text!r}")
+    return value
+
+
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     """Where the PaliGemma endpoint is, for the commands that call one (arguments first, then the environment)."""
     parser.add_argument("--base-url", help="PaliGemma endpoint (env PALIGEMMA_BASE_URL)")
@@ -70,16 +117,16 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it: see docs/security.md)"
     )
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--served-model-name", help="model name clients use (default: hub id or folder name)")
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--served-model-name", type=_name, help="model name clients use (default: hub id or folder name)")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--dtype", help="vLLM dtype (default: bfloat16 on GPU, float32 on CPU when it fits)")
-    p.add_argument("--max-model-len", type=int, help="default: image tokens + 768, from the preset or config")
-    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per model copy (default: what fits the preset)")
-    p.add_argument("--pipeline-parallel-size", type=int, default=1, help="pipeline stages (e.g. one per node)")
+    p.add_argument("--max-model-len", type=_positive, help="default: image tokens + 768, from the preset or config")
+    p.add_argument("--tensor-parallel-size", type=_positive, help="GPUs per model copy (default: what fits the preset)")
+    p.add_argument("--pipeline-parallel-size", type=_positive, default=1, help="pipeline stages (e.g. one per node)")
     p.add_argument(
         "--data-parallel-size",
-        type=int,
+        type=_positive,
         default=1,
         help="model copies inside one vLLM server (on a small CPU machine: more requests/s under many "
         "clients, a second model copy in memory; docs/deploy.md)",
@@ -91,7 +138,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=False,
         help="skip torch.compile: starts ~18 s sooner on CPU, serves ~15%% slower (default: compile)",
     )
-    p.add_argument("--kv-cache-gib", type=int, help="CPU only: KV cache size in whole GiB (default 4, tiny model 1)")
+    p.add_argument(
+        "--kv-cache-gib", type=_positive, help="CPU only: KV cache size in whole GiB (default 4, tiny model 1)"
+    )
     p.add_argument(
         "--attention",
         choices=["prefix", "causal"],
@@ -106,13 +155,16 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="also serve the LoRA adapter in DIR as model NAME (repeatable; `paligemma finetune` writes them)",
     )
     p.add_argument(
-        "--api-key", default=os.environ.get("PALIGEMMA_API_KEY"), help="require this key (env PALIGEMMA_API_KEY)"
+        "--api-key",
+        type=_name,
+        default=os.environ.get("PALIGEMMA_API_KEY") or None,
+        help="require this key (env PALIGEMMA_API_KEY)",
     )
     p.add_argument("--gpus", type=_gpus, help="with --dry-run: plan for other GPUs, COUNTxGIB such as 4x80")
     p.add_argument("--dry-run", action="store_true", help="print the exact vLLM command and exit")
     p.add_argument("--quiet", action="store_true", help="keep vLLM's own log off the terminal")
     p.add_argument("--log-file", type=Path, help="also write vLLM's log here")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for a healthy server")
+    p.add_argument("--timeout", type=_seconds, default=900.0, help="seconds to wait for a healthy server")
     p.set_defaults(handler=_serve)
 
 
@@ -415,7 +467,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", help="tiny (default: the trained tiny model shipped here), a preset, hub id or folder")
     p.add_argument("--image", type=Path, help="an image file (default: a generated scene of the tiny model's domain)")
     p.add_argument("--out", type=Path, help="where to write the annotated image (default: the user cache)")
-    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--port", type=_port, help="default: a free port")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.set_defaults(handler=_demo)
 
@@ -449,7 +501,7 @@ def _add_mcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     p.add_argument("--host", default="127.0.0.1", help="http only")
-    p.add_argument("--port", type=int, default=8765, help="http only; the endpoint is http://HOST:PORT/mcp")
+    p.add_argument("--port", type=_port, default=8765, help="http only; the endpoint is http://HOST:PORT/mcp")
     _add_endpoint_options(p)
     p.add_argument(
         "--allow-root",
@@ -459,7 +511,7 @@ def _add_mcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a folder whose image files tools may read (repeatable; env PALIGEMMA_ALLOWED_ROOTS)",
     )
     p.add_argument("--no-urls", action="store_true", help="refuse http(s) image URLs")
-    p.add_argument("--max-image-mb", type=float, default=32.0, help="largest image accepted")
+    p.add_argument("--max-image-mb", type=_seconds, default=32.0, help="largest image accepted")
     p.add_argument("--no-annotated-images", action="store_true", help="return JSON only, no drawn PNG")
     p.set_defaults(handler=_mcp)
 
@@ -515,10 +567,10 @@ def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser], tasks: 
             p.add_argument("--coco", type=Path, help="also write COCO-format JSON here")
             p.add_argument("--annotate-dir", type=Path, help="also save each image with the result drawn here")
         p.add_argument("-o", "--output", type=Path, default=Path(f"paligemma-{task.verb}.jsonl"), help="results file")
-        p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
+        p.add_argument("--concurrency", type=_positive, default=4, help="requests in flight at once")
         _add_endpoint_options(p)
-        p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-        p.add_argument("--extra-body", type=json.loads, help="extra request fields for vLLM, as JSON")
+        p.add_argument("--timeout", type=_seconds, default=120.0, help="seconds per request")
+        p.add_argument("--extra-body", type=_json_object, help="extra request fields for vLLM, as a JSON object")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(handler=_batch, task=task)
 
@@ -564,7 +616,7 @@ def _add_chat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "PALIGEMMA_BASE_URL (default: `paligemma serve` on this machine). Needs the `chat` extra (gradio).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the app to the network)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=_port, default=7860)
     _add_endpoint_options(p)
     p.set_defaults(handler=_chat)
 
