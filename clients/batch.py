@@ -23,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 import tools
-from tools import EndpointError, Options, PaliGemmaError, Task
+from tools import EndpointError, InvalidInputError, Options, PaliGemmaError, Task
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
 
@@ -214,6 +214,21 @@ def write_coco(results: ResultsFile, images: list[Path], destination: Path) -> i
     return len(coco["annotations"])
 
 
+def _check_destinations(output: Path, coco: Path | None, annotate_dir: Path | None) -> None:
+    """Where the results go, checked (and their folders made) before any image is sent: a wrong
+    one used to end the batch with a traceback, after the work for the COCO file."""
+    for option, file in (("--output", output), ("--coco", coco)):
+        if file is None:
+            continue
+        if file.is_dir() or not file.name:
+            raise InvalidInputError(f"{option} {str(file)!r} is a folder; give a file name, e.g. results.json.")
+        file.parent.mkdir(parents=True, exist_ok=True)
+    if annotate_dir is not None:
+        if annotate_dir.exists() and not annotate_dir.is_dir():
+            raise InvalidInputError(f"--annotate-dir {str(annotate_dir)!r} is a file; give a folder for the drawings.")
+        annotate_dir.mkdir(parents=True, exist_ok=True)
+
+
 def main(
     job: Job,
     paths: list[str],
@@ -226,6 +241,7 @@ def main(
     progress: bool,
 ) -> int:
     """Run the batch; print a summary; return the exit status."""
+    _check_destinations(output, coco, annotate_dir)
     images = find_images(paths, exclude=[annotate_dir] if annotate_dir else [])
     if not images:
         print("paligemma: no images found under " + ", ".join(paths), file=sys.stderr)

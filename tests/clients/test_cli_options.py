@@ -3,6 +3,8 @@ naming the option: none reaches vLLM, uvicorn or the client as a traceback or a 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clients.cli import build_parser
@@ -41,3 +43,31 @@ def test_good_values_pass() -> None:
     assert (args.port, args.kv_cache_gib, args.timeout) == (8123, 2, 30.0)
     args = build_parser().parse_args(["ocr", "x.png", "--extra-body", '{"top_k": 1}'])
     assert args.extra_body == {"top_k": 1}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(["-o", "{tmp}"], "--output '{tmp}' is a folder", id="output-a-folder"),
+        pytest.param(["--coco", "{tmp}"], "--coco '{tmp}' is a folder", id="coco-a-folder"),
+        pytest.param(["--annotate-dir", "{tmp}/a.png"], "--annotate-dir '{tmp}/a.png' is a file", id="annotate-a-file"),
+    ],
+)
+def test_batch_destinations_are_checked_before_any_image_is_sent(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from clients.cli import main
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    argv = ["detect", str(tmp_path), "--objects", "cat", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+    assert main([*argv, *(e.format(tmp=tmp_path) for e in extra)]) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_batch_makes_the_folders_of_its_destinations(tmp_path: Path) -> None:
+    from clients.batch import _check_destinations
+
+    _check_destinations(tmp_path / "new" / "r.jsonl", tmp_path / "other" / "c.json", tmp_path / "drawn")
+    assert (tmp_path / "new").is_dir() and (tmp_path / "other").is_dir() and (tmp_path / "drawn").is_dir()
