@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from mcp import Client
 
@@ -48,7 +48,7 @@ def test_hostile_messages_are_refused_before_the_sdk_parses_them(
     mcp_url: str, body: bytes, status: int, message: str
 ) -> None:
     started = time.monotonic()
-    answer = httpx.post(mcp_url, content=body, headers=HEADERS, timeout=30)
+    answer = httpx2.post(mcp_url, content=body, headers=HEADERS, timeout=30)
     assert answer.status_code == status
     error: dict[str, Any] = answer.json()["error"]
     assert error["code"] == -32600 and message in error["message"]
