@@ -1,8 +1,9 @@
 """`paligemma VERB PATHS...` (a verb per task: detect, segment, ocr, ask...): one task over many images, resumable.
 
 Results go to a JSON Lines file, one record per image (errors too). Re-running the same
-command with the same output skips the images already done; an interrupted run loses
-nothing but the images in flight. The exit status is 0 when every image succeeded, 1 when
+command with the same output skips the images already done, and tries again those that failed
+on the endpoint's side or whose file has changed since; an interrupted run loses nothing but
+the images in flight. The exit status is 0 when every image succeeded, 1 when
 any failed, 130 when interrupted.
 """
 
@@ -67,6 +68,15 @@ def find_images(paths: Iterable[str], *, exclude: Iterable[Path] = ()) -> list[P
     return list(found)
 
 
+def _stamp(path: Path) -> list[int] | None:
+    """The file's size and modification time: a failed image whose file changed is tried again."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return [found.st_size, found.st_mtime_ns]
+
+
 def _record(path: Path, result: tools.ToolResult | None, error: Exception | None) -> dict[str, Any]:
     if error is not None:
         return {
@@ -75,6 +85,7 @@ def _record(path: Path, result: tools.ToolResult | None, error: Exception | None
             "error": tools.error_message(error, "the batch"),
             "error_type": type(error).__name__,
             "retry": isinstance(error, EndpointError),  # the endpoint may answer next time; a bad image won't
+            "file": _stamp(path),  # ... unless it is replaced: then it is tried again
         }
     assert result is not None
     return {"path": str(path), "ok": True, "result": result.to_json(mask_coco_rle=True)}
@@ -143,6 +154,11 @@ def _save_annotated(
     tools.annotate(image, result).save(folder / annotated_name(path))
 
 
+def _failed_for_good(record: dict[str, Any]) -> bool:
+    """A failure not to try again: the image itself (not the endpoint), and its file unchanged since."""
+    return not record.get("retry") and record.get("file") is not None and record["file"] == _stamp(Path(record["path"]))
+
+
 async def run_batch(
     images: list[Path],
     job: Job,
@@ -162,7 +178,7 @@ async def run_batch(
                 f"{results.path} holds results for the prompt {other!r}, not {job.prompt!r}: "
                 "pass another --output to keep both."
             )
-    kept = {p: r for p, r in previous.items() if r.get("ok") or not r.get("retry")}
+    kept = {p: r for p, r in previous.items() if r.get("ok") or _failed_for_good(r)}
     results.compact(kept)
     todo = [p for p in images if str(p) not in kept]
     slots = asyncio.Semaphore(concurrency)

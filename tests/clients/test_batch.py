@@ -136,3 +136,24 @@ def test_another_prompt_into_the_same_output_is_refused(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert "holds results for the prompt 'detect dog'" in result.stderr
+
+
+def test_a_bad_image_is_tried_again_once_its_file_is_replaced(tmp_path: Path) -> None:
+    """Not while it stays as it was (its error would be the same), but after the user fixes it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(b"\x89PNG not really")
+    output = tmp_path / "out.jsonl"
+    down = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+    base = ["ocr", str(folder), "-o", str(output), "--no-progress", *down]
+
+    def run() -> dict[str, Any]:
+        subprocess.run(cli(*base), capture_output=True, text=True, timeout=120)
+        (record,) = records(output)
+        return record
+
+    first = run()
+    assert first["error_type"] == "ImageError" and not first["retry"]
+    assert run() == first  # unchanged: not tried again
+    gradient_image(32, 24).save(folder / "x.png")
+    assert run()["error_type"] == "EndpointUnavailableError"  # tried again: it now reached the endpoint
