@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from tools import prompts
 from tools.client import PaliGemmaClient
+from tools.errors import InvalidInputError
 from tools.images import EncodedImage, ImageSource, LoadedImage, encode_for_model, load_image
 from tools.models import (
     AnswerResult,
@@ -31,6 +32,7 @@ from tools.tasks import (
     LOCATE_OBJECTS,
     READ_TEXT,
     SEGMENT_OBJECTS,
+    TASKS_BY_NAME,
     Options,
     Reply,
     Task,
@@ -68,12 +70,23 @@ def run_task(
     extra_body: Extra = None,
 ) -> ResultT:
     """Run `task` of the registry on `image` with `options`; raises the tools' PaliGemmaError subclasses."""
-    prompt, max_tokens = task.request(options)
+    prompt, max_tokens = _registered(task).request(options)
     client = client or default_client()
     with client.limit():  # decoding counts against the concurrency limit, like the request
         loaded, encoded = _prepare(image, client)
         completion = client.complete(encoded, prompt, max_tokens=max_tokens, extra_body=extra_body)
         return task.read(options, Reply(prompt, completion, loaded, client))
+
+
+def _registered(task: object) -> Task[Any, Any]:
+    """`task` itself when it is one of the registry's, else an error saying how to name one."""
+    if isinstance(task, Task):
+        return task
+    hint = f" (TASKS_BY_NAME[{task!r}])" if isinstance(task, str) and task in TASKS_BY_NAME else ""
+    raise InvalidInputError(
+        f"run_task takes a Task of tools.tasks.TASKS{hint}, not {type(task).__name__} {str(task)[:80]!r}; "
+        f"the tasks: {', '.join(TASKS_BY_NAME)}."
+    )
 
 
 async def arun_task(
@@ -85,7 +98,7 @@ async def arun_task(
     extra_body: Extra = None,
 ) -> ResultT:
     """The async `run_task`: decoding images and masks (CPU work) runs off the event loop."""
-    prompt, max_tokens = task.request(options)
+    prompt, max_tokens = _registered(task).request(options)
     client = client or default_client()
     async with client.alimit():
         loaded, encoded = await _aprepare(image, client)

@@ -141,3 +141,16 @@ def test_batch_records_and_agent_json_come_from_the_result_model() -> None:
     )
     assert result.to_json()["count"] == "2" and result.to_json()["raw_text"] == "2"  # a batch record's result
     assert to_agent_json(result) == {"image_width": 4, "image_height": 3, "prompt": "answer en how many?", "count": "2"}
+
+
+@pytest.mark.parametrize("given", ["read_text", "nothing", None])
+def test_run_task_given_no_task_says_how_to_name_one(given: Any) -> None:
+    import asyncio
+
+    import tools
+
+    with pytest.raises(tools.InvalidInputError, match="run_task takes a Task of tools.tasks.TASKS") as raised:
+        tools.run_task(given, b"", None)  # type: ignore[arg-type]
+    assert ("TASKS_BY_NAME['read_text']" in str(raised.value)) is (given == "read_text")
+    with pytest.raises(tools.InvalidInputError, match="run_task takes a Task"):
+        asyncio.run(tools.arun_task(given, b"", None))  # type: ignore[arg-type]
