@@ -149,7 +149,7 @@ def test_run_task_given_no_task_says_how_to_name_one(given: Any) -> None:
 
     import tools
 
-    with pytest.raises(tools.InvalidInputError, match="run_task takes a Task of tools.tasks.TASKS") as raised:
+    with pytest.raises(tools.InvalidInputError, match=r"run_task takes a Task of tools\.tasks\.TASKS") as raised:
         tools.run_task(given, b"", None)  # type: ignore[arg-type]
     assert ("TASKS_BY_NAME['read_text']" in str(raised.value)) is (given == "read_text")
     with pytest.raises(tools.InvalidInputError, match="run_task takes a Task"):
