@@ -2,13 +2,15 @@
 
 The OpenAI SDK's timeout is per read, so a server that trickles bytes, or answers 200 MB,
 could hold a call for as long as it likes. httpx event hooks bound both: the request hook
-lowers every timeout to what remains of the call's deadline, the response hook wraps the
-body so reading stops at the deadline or the size cap, whichever comes first.
+lowers every timeout to what remains of the call's deadline (in the sync stack, asked again
+at each socket read: `_Remaining`), the response hook wraps the body so reading stops at the
+deadline or the size cap, whichever comes first.
 """
 
 from __future__ import annotations
 
 import contextvars
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -49,18 +51,45 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-def _on_request(request: httpx.Request) -> None:
+class _Remaining:
+    """A socket timeout that is what remains of the call, asked again at every read and write.
+
+    httpcore's sync backend gives each `socket.settimeout` the request's read timeout as it is,
+    so a server trickling its headers a byte at a time, or flooding 1xx answers, never lets one
+    read time out. `settimeout` takes an integer through `__index__`: this one answers the
+    seconds left (rounded up) and raises TimeoutError, which httpcore maps to a read timeout,
+    once the deadline has passed.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __index__(self) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the endpoint call's total time limit passed")
+        return math.ceil(left)
+
+
+def _bounded_timeouts(request: httpx.Request, *, per_read: bool) -> None:
     limits = _LIMITS.get()
     if limits is None:
         return
     left = _remaining(limits[0])
     timeouts = dict(request.extensions.get("timeout") or {})
-    request.extensions["timeout"] = {k: min(v, left) if v is not None else left for k, v in timeouts.items()} or {
+    bounded: dict[str, Any] = {k: min(v, left) if v is not None else left for k, v in timeouts.items()} or {
         "connect": left,
         "read": left,
         "write": left,
         "pool": left,
     }
+    if per_read:  # the sync stack: asyncio's own timeout bounds the async one
+        bounded["read"] = bounded["write"] = _Remaining(limits[0])
+    request.extensions["timeout"] = bounded
+
+
+def _on_request(request: httpx.Request) -> None:
+    _bounded_timeouts(request, per_read=True)
 
 
 # Asked of the endpoint: the cap counts the bytes as they arrive, so they must be the answer's own.
@@ -122,7 +151,7 @@ def _on_response(response: httpx.Response) -> None:
 
 
 async def _on_request_async(request: httpx.Request) -> None:
-    _on_request(request)
+    _bounded_timeouts(request, per_read=False)
 
 
 async def _on_response_async(response: httpx.Response) -> None:

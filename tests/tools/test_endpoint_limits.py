@@ -107,3 +107,60 @@ def test_async_decoding_waits_for_a_slot_and_leaves_the_loop_free() -> None:
 
     asyncio.run(main())
     assert order == ["released", "decoded"]
+
+
+def _slow_header_server(stop: threading.Event) -> tuple[int, threading.Thread]:
+    """A loopback server that answers every request with headers a byte every 0.2 s, or 1xx
+    answers without end: each socket read gets data, so no per-read timeout ever fires."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+
+    def answer(conn: socket.socket) -> None:
+        try:
+            request = conn.recv(1 << 20)
+            if b"/v1/models" in request.split(b"\r\n", 1)[0]:
+                while not stop.is_set():
+                    conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+                    time.sleep(0.01)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 10_000:
+                if stop.is_set():
+                    break
+                conn.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def serve() -> None:
+        with listener:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+@pytest.mark.parametrize("model", [pytest.param("fake", id="headers-trickled"), pytest.param(None, id="1xx-flood")])
+def test_the_sync_call_keeps_its_total_deadline_while_headers_never_end(model: str | None) -> None:
+    stop = threading.Event()
+    port, thread = _slow_header_server(stop)
+    try:
+        client = tools.PaliGemmaClient(base_url=f"http://127.0.0.1:{port}/v1", model=model, timeout_s=2, max_retries=0)
+        started, cpu = time.monotonic(), time.process_time()
+        with client, pytest.raises(EndpointTimeoutError):
+            tools.read_text(gradient_image(32, 24), client=client)
+        assert time.monotonic() - started < 5  # the deadline and at most a second of a last read
+        assert time.process_time() - cpu < 2
+    finally:
+        stop.set()
+        thread.join(timeout=5)
