@@ -47,25 +47,26 @@ class Job:
 
 
 def find_images(paths: Iterable[str], *, exclude: Iterable[Path] = ()) -> list[Path]:
-    """Files, folders (recursively) and glob patterns, as absolute paths, each once, sorted per argument.
+    """Files, folders (recursively) and glob patterns, as absolute paths, each file once (a symlink
+    and its target are one image, under the first name met), sorted per argument.
 
     Folders in `exclude` (where annotated images are written) are not searched.
     """
     skipped = [p.expanduser().resolve() for p in exclude]
-    found: dict[Path, None] = {}
+    found: dict[Path, Path] = {}  # the file itself (symlinks followed) -> the name it was found under
     for given in paths:
         matches = glob.glob(given, recursive=True) if glob.has_magic(given) else [given]
         for match in matches:
-            path = Path(match).expanduser().resolve()
+            path = Path(os.path.abspath(Path(match).expanduser()))  # as named: a link keeps its own name
             if path.is_dir():
                 for child in sorted(path.rglob("*")):
-                    if any(child.is_relative_to(folder) for folder in skipped):
+                    if any(child.resolve().is_relative_to(folder) for folder in skipped):
                         continue
                     if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
-                        found.setdefault(child, None)
+                        found.setdefault(child.resolve(), child)
             else:
-                found.setdefault(path, None)  # a named file is tried whatever its suffix; errors are recorded
-    return list(found)
+                found.setdefault(path.resolve(), path)  # a named file is tried whatever its suffix; errors are recorded
+    return list(found.values())
 
 
 def _stamp(path: Path) -> list[int] | None:

@@ -57,6 +57,16 @@ def test_find_images_takes_files_folders_and_globs_once(tmp_path: Path) -> None:
     assert len(found) == len(set(found))
 
 
+def test_a_symlink_and_its_target_are_one_image_and_a_broken_link_keeps_its_name(tmp_path: Path) -> None:
+    (real,) = make_images(tmp_path / "photos", 1)
+    (tmp_path / "photos" / "link.png").symlink_to(real)
+    (tmp_path / "broken.png").symlink_to(tmp_path / "missing.png")
+    for given in (tmp_path / "photos", tmp_path / "photos" / "*.png"):
+        (found,) = find_images([str(given)])  # once, under the name met first
+        assert found.resolve() == real.resolve() and found.parent == tmp_path / "photos"
+    assert find_images([str(tmp_path / "*.png")]) == [tmp_path / "broken.png"]  # the name the user gave
+
+
 @pytest.mark.vllm
 def test_folder_with_a_corrupt_image_coco_and_drawings(tiny_server: TinyServer, tmp_path: Path) -> None:
     images = make_images(tmp_path / "in", 5)
