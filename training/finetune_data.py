@@ -163,6 +163,31 @@ def _jsonl_records(path: Path, images: Path, task: Task) -> Iterator[Record]:
         yield jsonl_record(row["image"], row["prefix"], row["suffix"], images, task, where)
 
 
+_NEEDS_LANGUAGE: Final = ("caption", "describe", "answer", "question")
+
+
+def _as_the_tools_send(prefix: str, where: str) -> str:
+    """The prompt in the form the tools send it, so training teaches what serving asks: object
+    names separated by " ; " (`detect star;circle` -> `detect star ; circle`), and a language
+    code where PaliGemma's prompt has one (`answer en ...`)."""
+    word, _, rest = prefix.partition(" ")
+    if word in ("detect", "segment"):
+        names = tuple(name.strip() for name in rest.split(";") if name.strip())
+        if not names:
+            raise DatasetError(f"{where}: the prefix {prefix!r} names no object (`{word} star ; circle`).")
+        return prompts.detect(names) if word == "detect" else prompts.segment(names)
+    if word in _NEEDS_LANGUAGE:
+        lang = rest.split(" ", 1)[0]
+        try:
+            prompts.check_lang(lang)
+        except PromptError as e:
+            raise DatasetError(
+                f"{where}: the prefix {prefix!r} has no language code after {word!r} (`{word} en ...`, as the "
+                f"tools send it): {e}"
+            ) from e
+    return prefix
+
+
 def jsonl_record(image: str, prefix: str, suffix: str, images: Path, task: Task, where: str) -> Record:
     """One JSON Lines example, checked: the prompt is one of `task`'s, a located answer parses cleanly."""
     path = images / image
@@ -176,6 +201,7 @@ def jsonl_record(image: str, prefix: str, suffix: str, images: Path, task: Task,
             f"{where}: the prefix {prefix!r} is not a {task} prompt (it should start with "
             f"{' or '.join(PROMPT_WORDS[task])}); pick the --task the data is for."
         )
+    prefix = _as_the_tools_send(prefix, where)
     instances: tuple[Instance, ...] = ()
     if task in ("detect", "segment"):
         parse = parsing.parse_detections if task == "detect" else parsing.parse_segments

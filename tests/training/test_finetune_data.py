@@ -177,6 +177,11 @@ BAD_LINES = [
         id="bad-answer",
     ),
     pytest.param('{"image": "gone.png", "prefix": "ocr", "suffix": "x"}', "ocr", "does not exist", id="missing-image"),
+    pytest.param(
+        '{"image": "IMG", "prefix": "answer How many?", "suffix": "1"}', "answer", "no language code", id="no-lang"
+    ),
+    pytest.param('{"image": "IMG", "prefix": "caption", "suffix": "x"}', "caption", "no language code", id="caption"),
+    pytest.param('{"image": "IMG", "prefix": "detect ;", "suffix": ""}', "detect", "names no object", id="no-names"),
 ]
 
 
@@ -337,3 +342,11 @@ def test_masks_are_kept_run_length_encoded() -> None:
     decoded = instance.mask
     assert decoded is not None and decoded.dtype == np.bool_ and np.array_equal(decoded, mask)
     assert finetune_data.Instance("x", (0.0, 0.0, 1.0, 1.0)).mask is None
+
+
+def test_json_lines_prompts_are_trained_as_the_tools_send_them(tmp_path: Path, coco: Path) -> None:
+    first = json.loads(coco.read_text())["images"][0]["file_name"]
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"image": first, "prefix": "detect star;circle", "suffix": ""}) + "\n")
+    (record,) = finetune_data.load_records(data, coco.parent / "images", "detect")
+    assert record.prefix == "detect star ; circle"
