@@ -41,19 +41,16 @@ def _gpus(text: str) -> tuple[float, ...]:
     return (size,) * n
 
 
-def _count(text: str) -> int:
-    """Parse a count of steps, stages or passes: a whole number >= 0."""
-    digits = text.strip()
-    if not (digits.isascii() and digits.isdigit()):
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(digits)
-
-
 def _whole(text: str, low: int, high: int, expected: str) -> int:
     digits = text.strip()
     if not (digits.isascii() and digits.isdigit() and low <= int(digits) <= high):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return int(digits)
+
+
+def _count(text: str) -> int:
+    """Parse a count of steps, stages or passes: a whole number >= 0."""
+    return _whole(text, 0, sys.maxsize, "a whole number >= 0")
 
 
 def _port(text: str) -> int:
@@ -66,8 +63,8 @@ def _positive(text: str) -> int:
     return _whole(text, 1, sys.maxsize, "a whole number >= 1")
 
 
-def _seconds(text: str) -> float:
-    """A positive, finite number of seconds (or megabytes)."""
+def _positive_number(text: str) -> float:
+    """A positive, finite number (seconds, megabytes)."""
     try:
         value = float(text)
     except ValueError as e:
@@ -164,7 +161,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dry-run", action="store_true", help="print the exact vLLM command and exit")
     p.add_argument("--quiet", action="store_true", help="keep vLLM's own log off the terminal")
     p.add_argument("--log-file", type=Path, help="also write vLLM's log here")
-    p.add_argument("--timeout", type=_seconds, default=900.0, help="seconds to wait for a healthy server")
+    p.add_argument("--timeout", type=_positive_number, default=900.0, help="seconds to wait for a healthy server")
     p.set_defaults(handler=_serve)
 
 
@@ -511,7 +508,7 @@ def _add_mcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a folder whose image files tools may read (repeatable; env PALIGEMMA_ALLOWED_ROOTS)",
     )
     p.add_argument("--no-urls", action="store_true", help="refuse http(s) image URLs")
-    p.add_argument("--max-image-mb", type=_seconds, default=32.0, help="largest image accepted")
+    p.add_argument("--max-image-mb", type=_positive_number, default=32.0, help="largest image accepted")
     p.add_argument("--no-annotated-images", action="store_true", help="return JSON only, no drawn PNG")
     p.set_defaults(handler=_mcp)
 
@@ -569,7 +566,7 @@ def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser], tasks: 
         p.add_argument("-o", "--output", type=Path, default=Path(f"paligemma-{task.verb}.jsonl"), help="results file")
         p.add_argument("--concurrency", type=_positive, default=4, help="requests in flight at once")
         _add_endpoint_options(p)
-        p.add_argument("--timeout", type=_seconds, default=120.0, help="seconds per request")
+        p.add_argument("--timeout", type=_positive_number, default=120.0, help="seconds per request")
         p.add_argument("--extra-body", type=_json_object, help="extra request fields for vLLM, as a JSON object")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(handler=_batch, task=task)
