@@ -81,11 +81,13 @@ class FinetuneResult:
     metric: str
     score: float | None
     minutes: float
-    unscored: str = "no held-out split"  # why `score` is None
 
     @property
     def score_text(self) -> str:
-        return f"not measured ({self.unscored})" if self.score is None else f"{self.score:.3f}"
+        if self.score is not None:
+            return f"{self.score:.3f}"
+        why = "the held-out images hold nothing to find" if self.eval_examples else "no held-out split"
+        return f"not measured ({why})"
 
 
 def adapter_name(out: Path) -> str:
@@ -411,12 +413,11 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
         if (step + 1) % settings.save_every == 0 and step + 1 < steps:
             save_state(model, optimizer, step + 1, losses, settings)
     save_state(model, optimizer, steps, losses, settings)
-    score, unscored = None, "no held-out split"
+    score = None
     if held_out:
         decoder = _mask_decoder(settings, source) if settings.task == "segment" else None
         answers = finetune_eval.generate_answers(model, processor, held_out, batch_size=settings.batch_size)
         score = finetune_eval.score(settings.task, held_out, answers, decoder)
-        unscored = "the held-out images hold nothing to find"
     result = FinetuneResult(
         out=settings.out,
         steps=steps,
@@ -425,7 +426,6 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
         metric=finetune_eval.METRIC_NAMES[settings.task],
         score=score,
         minutes=(time.monotonic() - started) / 60,
-        unscored=unscored,
     )
     _write_outputs(model, processor, settings, source, result, losses)
     return result
@@ -434,11 +434,9 @@ def finetune(settings: FinetuneSettings) -> FinetuneResult:
 def _answers_past_the_budget(records: Sequence[Record], tokenizer: Any) -> str | None:
     """A warning when some answers are longer than the tokens the tools ask for with their prompt:
     trained as written, they come back cut off when served (a dense detect answer loses objects)."""
-    from tools.tasks import MAX_TOKENS
-
     long = []
     for record in records:
-        budget = MAX_TOKENS.get(record.prefix.split(" ", 1)[0], 256)
+        budget = finetune_eval.answer_budget(record.prefix)
         tokens = len(tokenizer(record.suffix, add_special_tokens=False)["input_ids"]) + 1  # and <eos>
         if tokens > budget:
             long.append((tokens, budget, record.image.name))

@@ -19,6 +19,7 @@ import numpy as np
 
 from tools import parsing
 from tools.models import Detections, Segments
+from tools.tasks import MAX_TOKENS
 from training.evaluate import mask_iou
 from training.finetune_data import Instance, Record, Task, load_upright
 
@@ -135,11 +136,14 @@ def _true_masks(record: Record, decoder: VaeDecoder | None) -> Sequence[Instance
     return [Instance.with_mask(o.label, o.box.xyxy, o.mask) for o in target.objects]
 
 
+def answer_budget(prompt: str) -> int:
+    """The tokens the tools ask for with `prompt` (its task word's), 256 for a word they do not send."""
+    return MAX_TOKENS.get(prompt.split(" ", 1)[0], 256)
+
+
 def generate_answers(model: Any, processor: Any, records: Sequence[Record], *, batch_size: int = 8) -> list[str]:
     """Greedy answers of a transformers PaliGemma (peft-wrapped or not) to every record's prompt."""
     import torch
-
-    from tools.tasks import MAX_TOKENS
 
     answers: dict[int, str] = {}
     by_prompt: dict[str, list[int]] = {}
@@ -149,7 +153,7 @@ def generate_answers(model: Any, processor: Any, records: Sequence[Record], *, b
     dtype = next(model.parameters()).dtype
     model.eval()
     for prompt, indices in by_prompt.items():
-        budget = MAX_TOKENS.get(prompt.split(" ", 1)[0], 256)
+        budget = answer_budget(prompt)
         for start in range(0, len(indices), batch_size):  # one prompt per batch: equal lengths, no padding
             chunk = indices[start : start + batch_size]
             images = [load_upright(records[i].image, str(records[i].image)) for i in chunk]

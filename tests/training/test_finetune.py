@@ -199,3 +199,15 @@ def test_answers_longer_than_the_tools_budget_are_warned_of(coco: Path) -> None:
     warning = _answers_past_the_budget(records, tokenizer)
     assert warning is not None and warning.startswith("warning: 1 of 2 answers are longer") and "against 256" in warning
     assert _answers_past_the_budget(records[1:], tokenizer) is None
+
+
+@pytest.mark.parametrize(
+    ("held", "score", "text"),
+    [
+        (0, None, "not measured (no held-out split)"),
+        (8, None, "not measured (the held-out images hold nothing to find)"),
+        (8, 0.5, "0.500"),
+    ],
+)
+def test_the_score_says_why_it_was_not_measured(held: int, score: float | None, text: str) -> None:
+    assert FinetuneResult(Path("o"), 1, 4, held, "AP50", score, 0.1).score_text == text
