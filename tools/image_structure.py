@@ -60,6 +60,13 @@ def _too_many(what: str, count: str, kind: str) -> ImageError:
     return ImageError(f"{what} holds {count} {kind}; no image needs that many. {_RESAVE}")
 
 
+def _too_much_metadata(what: str, policy: ImagePolicy, kind: str) -> ImageError:
+    return ImageError(
+        f"{what} carries more than {policy.max_metadata_bytes:,} bytes of {kind}. Strip the metadata "
+        "(re-save without EXIF, comments or extensions) and send it again."
+    )
+
+
 def _check_png(data: bytes, what: str) -> None:
     position, parts, data_parts = 8, 0, 0
     while position + 8 <= len(data):
@@ -115,10 +122,7 @@ def _check_jpeg(data: bytes, policy: ImagePolicy, what: str) -> None:
         if 0xE0 <= marker <= 0xEF or marker == 0xFE:  # APPn and comments: metadata
             metadata += length
             if metadata > policy.max_metadata_bytes:
-                raise ImageError(
-                    f"{what} carries more than {policy.max_metadata_bytes:,} bytes of metadata segments "
-                    "(EXIF, ICC, XMP, comments). Strip the metadata (re-save without EXIF) and send it again."
-                )
+                raise _too_much_metadata(what, policy, "metadata segments (EXIF, ICC, XMP, comments)")
         position += 2 + length
     # 0xFF 0xDA never occurs inside entropy-coded data (a 0xFF there is followed by 0x00 or a
     # restart marker), so this counts the scans, and those of any embedded thumbnail.
@@ -151,18 +155,16 @@ def _check_gif(data: bytes, policy: ImagePolicy, what: str) -> None:
         introducer = data[position]
         if introducer == 0x3B:  # trailer
             return
-        parts += 1
-        if parts > MAX_PARTS:
-            raise _too_many(what, f"more than {MAX_PARTS:,}", "GIF extension blocks")
+        if introducer in (0x21, 0x2C):
+            parts += 1
+            if parts > MAX_PARTS:
+                raise _too_many(what, f"more than {MAX_PARTS:,}", "GIF extension blocks")
         if introducer == 0x21:
             start = position + 2
             position = _skip_sub_blocks(data, start, sub_blocks, what)
             extension_bytes += position - start
             if extension_bytes > policy.max_metadata_bytes:
-                raise ImageError(
-                    f"{what} carries more than {policy.max_metadata_bytes:,} bytes of GIF extensions "
-                    "(comments, application data). Re-save it without them and send it again."
-                )
+                raise _too_much_metadata(what, policy, "GIF extensions (comments, application data)")
         elif introducer == 0x2C:
             images += 1
             local = data[position + 9]
@@ -173,7 +175,6 @@ def _check_gif(data: bytes, policy: ImagePolicy, what: str) -> None:
             if found is None:
                 return
             junk, position = junk + found.start() - position, found.start()
-            parts -= 1  # junk is counted by its bytes
             if junk > MAX_FILLER_BYTES:
                 raise _too_many(what, f"more than {MAX_FILLER_BYTES:,}", "bytes of junk between GIF blocks")
 
