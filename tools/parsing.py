@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -112,16 +112,7 @@ def _unlabelled_boxes_apart(group: _Group) -> list[_Group]:
         _Group(start=group.start, end=group.end, locs=group.locs[i * LOCS_PER_BOX : (i + 1) * LOCS_PER_BOX])
         for i in range(boxes - 1)
     ]
-    last = _Group(
-        start=group.start,
-        end=group.end,
-        locs=group.locs[-LOCS_PER_BOX:],
-        segs=group.segs,
-        label_parts=group.label_parts,
-        has_label=group.has_label,
-        malformed=group.malformed,
-    )
-    return [*apart, last]
+    return [*apart, replace(group, locs=group.locs[-LOCS_PER_BOX:])]
 
 
 def _check(group: _Group, mode: Mode, width: int, height: int, asked: Sequence[str]) -> _Parsed | str:
