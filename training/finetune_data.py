@@ -72,14 +72,7 @@ class Instance:
     @property
     def mask(self) -> np.ndarray | None:
         """The (height, width) bool mask, decoded on each call."""
-        if self.rle is None:
-            return None
-        from pycocotools import mask as coco_masks
-
-        with warnings.catch_warnings():  # pycocotools' decoder trips numpy 2's __array__(copy=) deprecation
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded: np.ndarray = coco_masks.decode(self.rle).astype(bool)
-        return decoded
+        return None if self.rle is None else decode_rle(self.rle)
 
 
 @dataclass(frozen=True)
@@ -265,8 +258,9 @@ def _box(annotation: dict[str, Any], width: int, height: int, where: str) -> tup
     return max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)
 
 
-def coco_mask(segmentation: Any, width: int, height: int, where: str) -> np.ndarray:
-    """The (height, width) bool mask of a COCO segmentation: polygons, RLE or compressed RLE."""
+def coco_rle(segmentation: Any, width: int, height: int, where: str) -> dict[str, Any]:
+    """The COCO run-length encoding of a segmentation (polygons, RLE or compressed RLE), checked
+    by decoding it once: a mask that does not decode, or not to its image's size, is refused."""
     from pycocotools import mask as coco_masks
 
     if isinstance(segmentation, list) and (
@@ -278,21 +272,28 @@ def coco_mask(segmentation: Any, width: int, height: int, where: str) -> np.ndar
         )
     try:
         if isinstance(segmentation, list):
-            rles = coco_masks.frPyObjects(segmentation, height, width)
-            rle = coco_masks.merge(rles)
+            rle: dict[str, Any] = coco_masks.merge(coco_masks.frPyObjects(segmentation, height, width))
         elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
             rle = coco_masks.frPyObjects(segmentation, height, width)
         elif isinstance(segmentation, dict):
             rle = segmentation
         else:
             raise TypeError(f"expected polygons or RLE, got {type(segmentation).__name__}")
-        with warnings.catch_warnings():  # pycocotools' decoder trips numpy 2's __array__(copy=) deprecation
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded: np.ndarray = coco_masks.decode(rle).astype(bool)
+        decoded = decode_rle(rle)
     except (TypeError, ValueError, KeyError, IndexError) as e:
         raise DatasetError(f"{where}: 'segmentation' is neither COCO polygons nor RLE ({e}).") from e
     if decoded.shape != (height, width):
         raise DatasetError(f"{where}: the mask is {decoded.shape[1]}x{decoded.shape[0]}, its image {width}x{height}.")
+    return rle
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """The (height, width) bool mask of a COCO run-length encoding."""
+    from pycocotools import mask as coco_masks
+
+    with warnings.catch_warnings():  # pycocotools' decoder trips numpy 2's __array__(copy=) deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded: np.ndarray = coco_masks.decode(rle).astype(bool)
     return decoded
 
 
@@ -354,12 +355,12 @@ def coco_records(
                 crowds.add(categories[cid])
                 continue
             box = _box(annotation, width, height, where)
-            mask = None
+            rle = None
             if task == "segment":
                 if "segmentation" not in annotation:
                     raise DatasetError(f"{where}: --task segment needs a 'segmentation' (polygons or RLE).")
-                mask = coco_mask(annotation["segmentation"], width, height, where)
-            found.setdefault(categories[cid], []).append(Instance.with_mask(categories[cid], box, mask))
+                rle = coco_rle(annotation["segmentation"], width, height, where)
+            found.setdefault(categories[cid], []).append(Instance(categories[cid], box, rle))
         names = list(found) or [name for name in categories.values() if name not in crowds]
         for name in names:
             ordered = reading_order(found.get(name, []))

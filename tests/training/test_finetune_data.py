@@ -297,7 +297,7 @@ def test_a_box_smaller_than_a_bin_still_reads_back_as_a_box(tmp_path: Path) -> N
 )
 def test_a_segmentation_without_a_polygon_says_so(tmp_path: Path, segmentation: list[Any]) -> None:
     with pytest.raises(DatasetError, match="no polygon of three points"):
-        finetune_data.coco_mask(segmentation, 10, 10, "annotation 1")
+        finetune_data.coco_rle(segmentation, 10, 10, "annotation 1")
 
 
 @pytest.mark.parametrize("suffix", [".JSONL", ".ndjson"])
