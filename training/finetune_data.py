@@ -377,7 +377,7 @@ def _target(
     bins = [_at_least_one_bin(geometry.xyxy_to_bins(o.box_xyxy, width=width, height=height)) for o in ordered]
     if task == "detect":
         return prompts.detect((name,)), answer_text.detection_text([(name, b) for b in bins])
-    if encoder is None or any(o.mask is None for o in ordered):
+    if encoder is None or any(o.rle is None for o in ordered):  # asked of the encoding: .mask decodes
         raise DatasetError(f"segment targets for {name!r} need every mask and a VQ-VAE encoder.")
     masks64 = [mask_in_box(mask, o.box_xyxy) for o in ordered if (mask := o.mask) is not None]
     codes: list[list[int]] = [[int(c) for c in row] for row in encoder(np.stack(masks64))] if masks64 else []

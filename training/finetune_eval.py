@@ -128,7 +128,7 @@ def score(
 def _true_masks(record: Record, decoder: VaeDecoder | None) -> Sequence[Instance]:
     """The record's objects with their masks; JSON Lines targets carry only <seg> codes, so their
     masks are the codes decoded by the same VQ-VAE that decodes the answers."""
-    if decoder is None or all(o.mask is not None for o in record.instances):
+    if decoder is None or all(o.rle is not None for o in record.instances):
         return record.instances
     target = parsing.parse_segments(
         record.suffix, width=record.width, height=record.height, decoder=decoder, prompt=record.prefix
