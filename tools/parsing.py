@@ -20,6 +20,7 @@ import numpy as np
 from tools import geometry, masks
 from tools.errors import InvalidInputError, OutputParseError
 from tools.models import Box, Detection, Detections, ParseIssue, Segment, Segments
+from tools.special_tokens import CONTROL
 from tools.vae_decoder import CODEBOOK_SIZE, NUM_CODES
 
 if TYPE_CHECKING:
@@ -30,13 +31,23 @@ OBJECT_SEPARATOR = " ; "  # between objects in an answer, as in prompts
 LOC_TOKEN = re.compile(r"<loc\d{4}>")
 SEG_TOKEN = re.compile(r"<seg\d{3}>")
 
+# Tokens a decode keeps when asked not to skip special tokens (`<eos>` after the answer, `<pad>`
+# after that, `<image>`/`<bos>` of an echoed prompt): no part of a label, passed over.
+_CONTROL = (*CONTROL, "<image>")
 _TOKENS = re.compile(
     r"<loc(?P<loc>\d{4})>"
     r"|<seg(?P<seg>\d{3})>"
     r"|(?P<sep>;)"
+    rf"|(?P<control>{'|'.join(map(re.escape, _CONTROL))})"
     r"|(?P<bad><(?:loc|seg)[^<>;]{0,12}>)"
     r"|(?P<text>[^<;]+|<)"
 )
+
+
+def is_plain_text(text: str) -> bool:
+    """Whether `text` holds no token and no separator: as a label, it reads back as written."""
+    return all(match.lastgroup == "text" for match in _TOKENS.finditer(text))
+
 
 Mode = Literal["detect", "segment"]
 ISSUE_EXCERPT_CHARS = 120  # the raw answer stays whole in `raw_text`
@@ -82,6 +93,8 @@ def _groups(text: str) -> list[_Group]:
         kind = match.lastgroup
         if kind == "sep":
             current = None
+            continue
+        if kind == "control":
             continue
         starts_new_box = kind == "loc" and current is not None and (current.has_label or current.segs)
         if current is None or starts_new_box:

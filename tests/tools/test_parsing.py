@@ -11,6 +11,31 @@ SEGS_A = "".join(f"<seg{c:03d}>" for c in range(16))
 SEGS_B = "".join(f"<seg{c:03d}>" for c in range(100, 116))
 
 
+# paligemma2-3b-mix-448, `detect road sign` (github.com/sevval12345/paligemma2-analysis-and-experiments, README)
+ROAD_SIGNS = (
+    "<loc0204><loc0366><loc0469><loc0558> road sign ; <loc0204><loc0162><loc0459><loc0357> road sign ; "
+    "<loc0215><loc0710><loc0477><loc0879> road sign ; <loc0558><loc0551><loc0648><loc0692> road sign"
+)
+# big_vision's PaliGemma demo space (huggingface.co/spaces/big-vision/paligemma, paligemma_parse.py EXAMPLE_STRING)
+BOWIE = (
+    "<loc0000><loc0000><loc0930><loc1012> <seg114><seg074><seg106><seg044><seg030><seg027><seg119><seg119>"
+    "<seg120><seg117><seg082><seg082><seg051><seg005><seg125><seg097> wall ; <loc0722><loc0047><loc0895><loc0378> "
+    "<seg068><seg114><seg014><seg037><seg029><seg063><seg048><seg104><seg010><seg056><seg021><seg056><seg019>"
+    "<seg017><seg102><seg121> car ; <loc0180><loc0596><loc0782><loc0961> <seg026><seg028><seg028><seg026><seg104>"
+    "<seg026><seg029><seg022><seg000><seg068><seg092><seg125><seg003><seg127><seg121><seg043> david bowie ; "
+    "<loc0234><loc0043><loc0736><loc0289> <seg068><seg008><seg091><seg064><seg007><seg055><seg017><seg090><seg042>"
+    "<seg052><seg068><seg086><seg001><seg014><seg093><seg052> david bowie ; <loc0230><loc0300><loc0736><loc0499> "
+    "<seg073><seg011><seg114><seg059><seg048><seg097><seg091><seg022><seg007><seg036><seg091><seg022><seg016>"
+    "<seg009><seg003><seg036> david bowie"
+)
+BOWIE_OBJECTS = [
+    ("wall", (114, 74, 106, 44, 30, 27, 119, 119, 120, 117, 82, 82, 51, 5, 125, 97)),
+    ("car", (68, 114, 14, 37, 29, 63, 48, 104, 10, 56, 21, 56, 19, 17, 102, 121)),
+    ("david bowie", (26, 28, 28, 26, 104, 26, 29, 22, 0, 68, 92, 125, 3, 127, 121, 43)),
+    ("david bowie", (68, 8, 91, 64, 7, 55, 17, 90, 42, 52, 68, 86, 1, 14, 93, 52)),
+    ("david bowie", (73, 11, 114, 59, 48, 97, 91, 22, 7, 36, 91, 22, 16, 9, 3, 36)),
+]
+
 # (text, width, height, [(label, (x_min, y_min, x_max, y_max) rounded to 0.01)], [issue reasons])
 DETECTIONS = [
     pytest.param(
@@ -28,6 +53,48 @@ DETECTIONS = [
         [("person", (59.43, 78.98, 290.91, 405.21))],  # notebook printed [59, 79, 291, 405]
         [],
         id="real-paligemma2-3b-mix-224-person-leading-space",
+    ),
+    pytest.param(
+        ROAD_SIGNS,
+        1000,
+        750,
+        [
+            ("road sign", (357.77, 149.56, 545.45, 343.84)),
+            ("road sign", (158.36, 149.56, 348.97, 336.51)),
+            ("road sign", (694.04, 157.62, 859.24, 349.71)),
+            ("road sign", (538.61, 409.09, 676.44, 475.07)),
+        ],
+        [],
+        id="real-paligemma2-3b-mix-448-four-road-signs",  # published without its image's size
+    ),
+    pytest.param(
+        "<loc0222><loc0113><loc0933><loc0824> cat",
+        224,
+        224,
+        [("cat", (24.74, 48.61, 180.43, 204.29))],
+        [],
+        id="real-paligemma-3b-pt-224-cat",  # published without its image's size
+    ),
+    pytest.param(
+        ROAD_SIGNS + "<eos><pad><pad>",
+        1000,
+        750,
+        [
+            ("road sign", (357.77, 149.56, 545.45, 343.84)),
+            ("road sign", (158.36, 149.56, 348.97, 336.51)),
+            ("road sign", (694.04, 157.62, 859.24, 349.71)),
+            ("road sign", (538.61, 409.09, 676.44, 475.07)),
+        ],
+        [],
+        id="decoded-keeping-special-tokens-eos-and-padding",  # not part of the last label
+    ),
+    pytest.param(
+        "<image><image><bos>detect shoe\n<loc0051><loc0309><loc0708><loc0646> shoe<eos>",
+        640,
+        480,
+        [("shoe", (193.31, 23.93, 404.14, 332.20))],
+        ["text without location tokens"],
+        id="decoded-keeping-special-tokens-with-the-prompt",
     ),
     pytest.param(
         "detect shoe\n<loc0051><loc0309><loc0708><loc0646> shoe",
@@ -202,6 +269,14 @@ def test_nonpositive_image_size_is_invalid_input(width: int, height: int) -> Non
 
 
 SEGMENTS = [
+    pytest.param(BOWIE, BOWIE_OBJECTS, [], id="real-big-vision-demo-five-objects"),
+    pytest.param(BOWIE + "<eos>", BOWIE_OBJECTS, [], id="real-five-objects-decoded-with-eos"),
+    pytest.param(
+        f"<loc0000><loc0000><loc0930><loc1012>{SEGS_A}<eos>",
+        [("", tuple(range(16)))],
+        ["no label after the codes: kept without a label (several or no objects were asked for)"],
+        id="no-label-then-eos",  # <eos> is no label
+    ),
     pytest.param(
         f"<loc0010><loc0010><loc0500><loc0500>{SEGS_A} cat",
         [("cat", tuple(range(16)))],
