@@ -141,15 +141,13 @@ async def _one(
     except PaliGemmaError as e:
         results.append(_record(path, None, e))
         return False
-    if annotate_dir is not None and isinstance(result, (tools.Detections, tools.Segments)):
+    if annotate_dir is not None and isinstance(result, tools.LocatedObjects):
         await asyncio.to_thread(_save_annotated, path, result, annotate_dir, client)
     results.append(_record(path, result, None))
     return True
 
 
-def _save_annotated(
-    path: Path, result: tools.Detections | tools.Segments, folder: Path, client: tools.PaliGemmaClient
-) -> None:
+def _save_annotated(path: Path, result: tools.LocatedObjects, folder: Path, client: tools.PaliGemmaClient) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     image = tools.load_image(path, client.image_policy).image
     tools.annotate(image, result).save(folder / annotated_name(path))

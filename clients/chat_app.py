@@ -26,6 +26,7 @@ from PIL import Image
 from clients.chat_turns import (
     LANGUAGES,
     MENU,
+    OPENING_ENTRY,
     TIMES,
     MenuEntry,
     Message,
@@ -230,7 +231,7 @@ def build_app(
                     height=360,
                     elem_id="image",
                 )
-                task = gr.Dropdown(list(MENU), value="Caption", label="Task", elem_id="task")
+                task = gr.Dropdown(list(MENU), value=OPENING_ENTRY, label="Task", elem_id="task")
                 lang = gr.Dropdown(
                     list(LANGUAGES), value="en", label="Language", allow_custom_value=True, elem_id="lang"
                 )

@@ -18,11 +18,11 @@ from PIL import Image
 from tools import (
     MAX_TOKENS,
     TASKS,
-    Detections,
+    TASKS_BY_NAME,
     EncodedImage,
     LoadedImage,
+    LocatedObjects,
     PaliGemmaClient,
-    Segments,
     Task,
     ToolResult,
     annotate,
@@ -97,6 +97,8 @@ def menu(tasks: Sequence[Task[Any, Any]] = TASKS) -> dict[str, MenuEntry]:
 
 
 MENU = menu()
+# The app opens on the caption, the tool to use first when one does not know what the image shows.
+OPENING_ENTRY = TASKS_BY_NAME["caption_image"].chat[0].label
 
 
 def menu_entry(label: str) -> MenuEntry | None:
@@ -142,7 +144,7 @@ def code_span(text: str) -> str:
     return f"{fence} {text} {fence}"
 
 
-def describe_objects(result: Detections | Segments) -> str:
+def describe_objects(result: LocatedObjects) -> str:
     """One Markdown list item per object (label in bold), then what did not parse."""
     lines = [f"- **{escape_markdown(label)}**{rest}" for label, rest in _split_labels(result)]
     found = f"Found {len(result.objects)} object{'s' if len(result.objects) != 1 else ''}"
@@ -154,7 +156,7 @@ def describe_objects(result: Detections | Segments) -> str:
     return "\n".join([head, *lines, *(["", "Notes:", *notes] if notes else [])])
 
 
-def _split_labels(result: Detections | Segments) -> list[tuple[str, str]]:
+def _split_labels(result: LocatedObjects) -> list[tuple[str, str]]:
     """(label, the rest of its readable line) for each object."""
     labels = [obj.label for obj in result.objects]
     return [(label, line[len(label) :]) for label, line in zip(labels, object_lines(result), strict=True)]
@@ -177,7 +179,7 @@ class Answer:
     drawn: Image.Image | None = None
 
 
-def _drawn(loaded: LoadedImage, result: Detections | Segments) -> Image.Image | None:
+def _drawn(loaded: LoadedImage, result: LocatedObjects) -> Image.Image | None:
     return annotate(loaded.image, result, max_side=DRAWN_MAX_SIDE) if result.objects else None
 
 
@@ -192,7 +194,7 @@ async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: En
     completion = await client.acomplete(encoded, prompt, max_tokens=max_tokens)
     raw = f"Raw: {code_span(completion.text)}" if completion.text.strip() else "The model gave an empty answer."
 
-    def parse() -> Detections | Segments | None:
+    def parse() -> LocatedObjects | None:
         return parse_located(
             completion.text,
             width=loaded.width,
@@ -234,7 +236,7 @@ async def run_entry(
             encoded = await encode_for_free_prompts(client, loaded)
         return await _free_prompt(client, loaded, encoded, prompt)
     result = await arun_task(entry.task, loaded.image, entry.options(lang, text), client=client)
-    if isinstance(result, (Detections, Segments)):
+    if isinstance(result, LocatedObjects):
         return Answer(describe_objects(result), result, await asyncio.to_thread(_drawn, loaded, result))
     words = getattr(result, entry.task.answer_field or "raw_text")
     return Answer(escape_markdown(words) or "(empty answer)", result)

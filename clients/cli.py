@@ -16,12 +16,13 @@ import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from clients.finetune_cli import add_finetune
-from tools import TASKS, Detections, PaliGemmaError, Segments, Task
+from tools import TASKS, LocatedObjects, PaliGemmaError, Task
 
 if TYPE_CHECKING:
     from training.train_tiny import TrainSettings
@@ -530,21 +531,36 @@ def _mcp(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _add_option(parser: argparse.ArgumentParser, name: str, info: FieldInfo) -> None:
-    """A task option as a flag: its name, type, default and description come from the task's options model."""
+    """A task option as a flag: its name, type, limits, default and description come from the task's options model."""
     flag, annotation = "--" + name.replace("_", "-"), info.annotation
+    required = info.is_required()
+    default = None if required else info.get_default(call_default_factory=True)
     if typing.get_origin(annotation) is list:  # object names: one argument, separated with `;` as in prompts
         hint = f"{info.description} Here one argument, the names separated with ';': 'cat ; dog'."
-        parser.add_argument(flag, dest=name, required=True, help=hint)
+        parser.add_argument(flag, dest=name, required=required, default=None, help=hint)  # None: the default
     elif annotation is bool:
         action = argparse.BooleanOptionalAction
-        parser.add_argument(flag, dest=name, action=action, default=info.default, help=info.description)
+        parser.add_argument(flag, dest=name, action=action, default=default, help=info.description)
     elif typing.get_origin(annotation) is typing.Literal:
         choices = typing.get_args(annotation)
-        parser.add_argument(flag, dest=name, choices=choices, default=info.default, help=info.description)
-    elif info.is_required():
-        parser.add_argument(flag, dest=name, required=True, help=info.description)
+        parser.add_argument(flag, dest=name, choices=choices, default=default, help=info.description)
     else:
-        parser.add_argument(flag, dest=name, default=info.default, help=info.description)
+        convert = _option_value(annotation, info)
+        parser.add_argument(flag, dest=name, type=convert, required=required, default=default, help=info.description)
+
+
+def _option_value(annotation: Any, info: FieldInfo) -> Callable[[str], Any]:
+    """The flag's text as the option's type within its limits (`5` for an int option of at most 20)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[(annotation, *info.metadata)] if info.metadata else annotation)
+
+    def value(text: str) -> Any:
+        try:
+            return adapter.validate_python(text, strict=False)
+        except ValidationError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e.errors()[0]['msg']}") from None
+
+    value.__name__ = getattr(annotation, "__name__", "value")  # argparse names it in its error
+    return value
 
 
 def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser], tasks: Sequence[Task[Any, Any]]) -> None:
@@ -560,7 +576,7 @@ def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser], tasks: 
         p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
         for name, info in task.options.model_fields.items():
             _add_option(p, name, info)
-        if issubclass(task.result, (Detections, Segments)):
+        if issubclass(task.result, LocatedObjects):
             p.add_argument("--coco", type=Path, help="also write COCO-format JSON here")
             p.add_argument("--annotate-dir", type=Path, help="also save each image with the result drawn here")
         p.add_argument("-o", "--output", type=Path, default=Path(f"paligemma-{task.verb}.jsonl"), help="results file")
@@ -580,7 +596,8 @@ def _batch(args: argparse.Namespace, rest: list[str]) -> int:
     values: dict[str, Any] = {}
     for name, info in task.options.model_fields.items():
         value = getattr(args, name)
-        values[name] = [value] if typing.get_origin(info.annotation) is list else value
+        if value is not None:  # None: a list option left out, which takes the task's default
+            values[name] = [value] if typing.get_origin(info.annotation) is list else value
     job = Job(task, task.given(**values))
     job.prompt  # noqa: B018  (a PromptError for a bad option, before any image is looked at)
     if args.concurrency < 1:

@@ -24,7 +24,7 @@ from server.model_source import TINY_NAME
 from server.process import free_port
 from server.tiny_model import is_random_tiny_model
 from server.vllm_command import ServeOptions
-from tools import data_uri, default_cache_dir, load_image
+from tools import MAX_TOKENS, data_uri, default_cache_dir, load_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -62,7 +62,7 @@ def ask_with_openai_sdk(base_url: str, model: str, image: Image.Image, prompt: s
     client = OpenAI(base_url=base_url, api_key=os.environ.get("PALIGEMMA_API_KEY", "EMPTY"))
     reply = client.chat.completions.create(
         model=model,
-        max_tokens=128,  # what the tools ask for with `caption en`: a word of the scene is not cut off
+        max_tokens=MAX_TOKENS[prompt.split(" ", 1)[0]],  # what the tools ask for: no word cut off
         temperature=0,
         messages=image_message(_png_data_uri(image), prompt),
     )
@@ -78,19 +78,15 @@ class DemoCall:
 
 
 def model_text(result: tools.ToolResult) -> str | None:
-    """What the model wrote, for the tools that answer in words (None for boxes and masks). By
-    type, as the fields' names overlap: a QuestionResult's `answer` is the caller's, its
-    `question` the model's; an AnswerResult's the other way round."""
+    """What the model wrote, for the tools that answer in words (None for boxes and masks): the
+    field the registry names for the result's task, as the fields' names overlap (a
+    QuestionResult's `answer` is the caller's, its `question` the model's)."""
     import tools
 
-    if isinstance(result, tools.TextResult):
-        return result.text
-    if isinstance(result, tools.AnswerResult):
-        return result.answer
-    if isinstance(result, tools.CaptionResult):
-        return result.caption
-    if isinstance(result, tools.QuestionResult):
-        return result.question
+    for task in tools.TASKS:
+        if type(result) is task.result and task.answer_field is not None:
+            text: str = getattr(result, task.answer_field)
+            return text
     return None
 
 
@@ -204,13 +200,12 @@ def _summary(result: tools.ToolResult) -> str:
     """The answer in one line: text answers as text, located objects as label and pixel box."""
     import tools
 
-    if isinstance(result, tools.Detections | tools.Segments):
+    if isinstance(result, tools.LocatedObjects):
         parts = [f"{o.label} {[round(v) for v in o.box.xyxy]}" for o in result.objects]
-        if isinstance(result, tools.Segments):
-            parts = [
-                f"{p} mask {o.area_px} px" if o.mask is not None else p
-                for p, o in zip(parts, result.objects, strict=True)
-            ]
+        parts = [
+            f"{p} mask {o.area_px} px" if isinstance(o, tools.Segment) and o.mask is not None else p
+            for p, o in zip(parts, result.objects, strict=True)
+        ]
         return "; ".join(parts) or "(nothing found)"
     text = model_text(result)
     return repr(text) if text is not None else json.dumps(result.model_dump(mode="json"))[:160]

@@ -23,9 +23,19 @@ def sources(package: str) -> list[Path]:
 
 
 def imported(path: Path) -> Iterator[tuple[str, tuple[str, ...], int]]:
-    """(module, names taken from it, line) for every absolute import in the file, lazy ones included."""
+    """(module, names taken from it, line) for every absolute import in the file, lazy ones and
+    `pytest.importorskip("module")` included (a skip would hide an undeclared module)."""
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "importorskip"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.args[0].value, (), node.lineno
+        elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, (), node.lineno
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

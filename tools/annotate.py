@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tools.models import Detections, Segments
+from tools.models import LocatedObject, LocatedObjects, Segment
 
 # Distinct, colour-blind-friendly hues (Okabe-Ito and Tableau), bright enough on photos.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -52,22 +52,22 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def _overlay_masks(
-    base: Image.Image, result: Segments, scale: float, colours: dict[str, tuple[int, int, int]]
+    base: Image.Image, objects: Sequence[LocatedObject], scale: float, colours: dict[str, tuple[int, int, int]]
 ) -> Image.Image:
     pixels = np.asarray(base, dtype=np.float32).copy()
-    for segment in result.objects:
-        if segment.mask is None:
+    for obj in objects:
+        if not isinstance(obj, Segment) or obj.mask is None:
             continue
-        mask = segment.mask
+        mask = obj.mask
         if scale != 1.0:
             resized = Image.fromarray(mask).resize(base.size, Image.Resampling.NEAREST)
             mask = np.asarray(resized, dtype=bool)
-        colour = np.array(colours[segment.label], dtype=np.float32)
+        colour = np.array(colours[obj.label], dtype=np.float32)
         pixels[mask] = pixels[mask] * (1 - MASK_ALPHA) + colour * MASK_ALPHA
     return Image.fromarray(pixels.round().astype(np.uint8))
 
 
-def annotate(image: Image.Image, result: Detections | Segments, *, max_side: int | None = None) -> Image.Image:
+def annotate(image: Image.Image, result: LocatedObjects, *, max_side: int | None = None) -> Image.Image:
     """A copy of `image` (the original, upright) with the result drawn; at most `max_side` px per side."""
     if image.size != (result.image_width, result.image_height):
         raise ValueError(
@@ -84,8 +84,8 @@ def annotate(image: Image.Image, result: Detections | Segments, *, max_side: int
         base = base.copy()
     drawn = result.objects[:MAX_DRAWN_OBJECTS]
     colours = label_colours([o.label for o in drawn])
-    if isinstance(result, Segments):
-        base = _overlay_masks(base, result.model_copy(update={"objects": drawn}), scale, colours)
+    if result.holds_masks():
+        base = _overlay_masks(base, drawn, scale, colours)
     line = max(2, round(min(base.size) / 200))
     font = _font(max(12, round(min(base.size) / 28)))
     draw = ImageDraw.Draw(base)

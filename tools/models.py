@@ -10,6 +10,7 @@ stored. Masks stay out of JSON; their outlines and areas are in it.
 
 from __future__ import annotations
 
+import typing
 from functools import cached_property
 from typing import Any, Literal
 
@@ -70,8 +71,8 @@ class Box(_Frozen):
         return shapely.box(self.x_min, self.y_min, self.x_max, self.y_max)
 
 
-class Detection(_Frozen):
-    """One object PaliGemma located."""
+class LocatedObject(_Frozen):
+    """One object PaliGemma located: what every result's objects have (drawn, listed, written as COCO)."""
 
     label: str = Field(description="The object's name as the model wrote it.")
     box: Box = Field(description="Where it is, in pixels of the original image.")
@@ -80,16 +81,15 @@ class Detection(_Frozen):
     )
 
 
-class Segment(_Frozen):
+class Detection(LocatedObject):
+    """One object PaliGemma located."""
+
+
+class Segment(LocatedObject):
     """One object PaliGemma outlined: its box, mask codes and (when decoded) its mask."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    label: str = Field(description="The object's name as the model wrote it.")
-    box: Box = Field(description="Its bounding box, in pixels of the original image.")
-    loc_bins: tuple[int, int, int, int] = Field(
-        description="The model's four <locNNNN> values (0..1023): y_min, x_min, y_max, x_max."
-    )
     codes: tuple[int, ...] = Field(
         description=(
             f"The {NUM_CODES} <segNNN> codes (0..{CODEBOOK_SIZE - 1}) the VQ-VAE decoder turns into a "
@@ -189,16 +189,48 @@ class QuestionResult(ToolResult):
     question: str = Field(description="The question PaliGemma generated.")
 
 
-class Detections(ToolResult):
-    """Objects located in the image (prompt `detect a ; b`)."""
+class LocatedObjects(ToolResult):
+    """A result that is objects in the image: every surface draws it, lists it and writes it as COCO.
 
-    objects: tuple[Detection, ...] = Field(description="The objects found, in the model's order.")
+    A task whose result subclasses this (its `objects` of a LocatedObject subclass, a Segment
+    subclass when they carry masks) gets all of that without another edit.
+    """
+
+    objects: tuple[LocatedObject, ...] = Field(description="The objects found, in the model's order.")
     issues: tuple[ParseIssue, ...] = Field(
         default=(), description="Parts of the answer that did not parse (empty when all did)."
     )
 
+    @classmethod
+    def object_type(cls) -> type[LocatedObject]:
+        """The type of this result's objects (from its `objects` annotation: `tuple[T, ...]`)."""
+        annotation = cls.model_fields["objects"].annotation
+        (item, _ellipsis) = typing.get_args(annotation)
+        if not (isinstance(item, type) and issubclass(item, LocatedObject)):
+            raise TypeError(f"{cls.__name__}.objects must be tuple[<a LocatedObject subclass>, ...], got {annotation}")
+        return item
 
-class Segments(ToolResult):
+    @classmethod
+    def holds_masks(cls) -> bool:
+        """Whether the objects carry masks (Segment and its subclasses)."""
+        return issubclass(cls.object_type(), Segment)
+
+    def to_json(self, *, mask_coco_rle: bool = False) -> dict[str, Any]:
+        data = super().to_json()
+        if mask_coco_rle and self.holds_masks():
+            for obj, located in zip(data["objects"], self.objects, strict=True):
+                assert isinstance(located, Segment)
+                obj["mask_coco_rle"] = located.coco_rle()
+        return data
+
+
+class Detections(LocatedObjects):
+    """Objects located in the image (prompt `detect a ; b`)."""
+
+    objects: tuple[Detection, ...] = Field(description="The objects found, in the model's order.")
+
+
+class Segments(LocatedObjects):
     """Objects outlined in the image (prompt `segment a ; b`)."""
 
     objects: tuple[Segment, ...] = Field(description="The objects outlined, in the model's order.")
@@ -208,10 +240,3 @@ class Segments(ToolResult):
     masks_decoded: bool = Field(
         description="True when the masks were decoded; False when not asked for or no VQ-VAE checkpoint was found."
     )
-
-    def to_json(self, *, mask_coco_rle: bool = False) -> dict[str, Any]:
-        data = super().to_json()
-        if mask_coco_rle:
-            for obj, segment in zip(data["objects"], self.objects, strict=True):
-                obj["mask_coco_rle"] = segment.coco_rle()
-        return data

@@ -8,13 +8,13 @@ answer readable, in pixels of the image. See docs/chat-apps.md.
 
 from __future__ import annotations
 
-from tools.models import Detections, Segment, Segments
+from tools.models import LocatedObjects, Segment
 from tools.parsing import parse_located
 
 EN_DASH = "\u2013"
 
 
-def object_lines(result: Detections | Segments) -> list[str]:
+def object_lines(result: LocatedObjects) -> list[str]:
     """One line per object: label, box corners in whole pixels, and mask area when decoded."""
     lines = []
     for obj in result.objects:

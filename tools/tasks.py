@@ -13,7 +13,9 @@ runs it, and a typed wrapper in tools/functions.py is a convenience for Python c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
@@ -143,6 +145,11 @@ class Task(Generic[OptionsT, ResultT]):
     chat: tuple[ChatEntry, ...]  # its entries in the chat app's task menu
     answer_field: str | None = None  # the result field with the answer in words; None: located objects
 
+    def __post_init__(self) -> None:
+        problems = _entry_problems(self)
+        if problems:
+            raise ValueError(f"task {self.name!r} cannot be offered on every surface: " + "; ".join(problems))
+
     def given(self, **values: Any) -> OptionsT:
         """Options as Python code or a command line gives them: not validated here, the prompt builder checks them."""
         return self.options.model_construct(**values)
@@ -151,6 +158,76 @@ class Task(Generic[OptionsT, ResultT]):
         """The prompt for `options`, and its token budget."""
         prompt = self.prompt(options)
         return prompt, self.max_tokens[prompt.split(" ", 1)[0]]
+
+
+# --- what every entry must be, checked when it is defined --------------------------------------
+# Names the surfaces use beside a task's options, which an option may not take: the typed
+# functions' and agent tools' other arguments, and the batch command's other flags.
+RESERVED_OPTION_NAMES = frozenset(
+    {"image", "client", "extra_body", "mask_coco_rle"}
+    | {"paths", "output", "coco", "annotate_dir", "concurrency", "base_url", "model", "api_key", "timeout"}
+    | {"no_progress", "command", "handler", "task"}
+)
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a Python function's, an agent tool's and an MCP tool's
+_VERB = re.compile(r"[a-z][a-z0-9-]*")  # a command line's
+_PREFIX = re.compile(r"\S+")  # the first word of a prompt
+
+
+def _entry_problems(task: Task[Any, Any]) -> list[str]:
+    problems = []
+    if not _NAME.fullmatch(task.name):
+        problems.append("its name must be lowercase letters, digits and '_' (a function's and a tool's name)")
+    if not _VERB.fullmatch(task.verb):
+        problems.append("its verb must be lowercase letters, digits and '-' (a command's name)")
+    fields = task.options.model_fields
+    if clashes := sorted(set(fields) & RESERVED_OPTION_NAMES):
+        problems.append(f"option names {clashes} are taken by every surface's own arguments: rename them")
+    if len(required := [name for name, info in fields.items() if info.is_required()]) > 1:
+        problems.append(
+            f"options {required} are all required: the chat app's text box gives one, make the others optional"
+        )
+    for name, info in fields.items():
+        if not info.is_required() and not _json_ready(info.get_default(call_default_factory=True)):
+            problems.append(f"option {name!r}'s default is not JSON (agent schemas state it)")
+    if not task.max_tokens or any(not _PREFIX.fullmatch(p) or n < 1 for p, n in task.max_tokens.items()):
+        problems.append("max_tokens must give each prompt word the task writes a budget of at least 1 token")
+    for entry in task.chat:
+        if unknown := sorted(set(entry.fixed) - set(fields)):
+            problems.append(f"chat entry {entry.label!r} fixes options it does not have: {unknown}")
+    if task.answer_field is not None and task.answer_field not in task.result.model_fields:
+        problems.append(f"answer_field {task.answer_field!r} is no field of {task.result.__name__}")
+    return problems
+
+
+def _json_ready(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def registry(*tasks: Task[Any, Any]) -> tuple[Task[Any, Any], ...]:
+    """`tasks` as a registry, refused when two share what names them on a surface."""
+    for what, key in (("name", "name"), ("verb", "verb")):
+        seen = [getattr(task, key) for task in tasks]
+        if twice := sorted({v for v in seen if seen.count(v) > 1}):
+            raise ValueError(f"two tasks share the {what} {twice}: each surface offers a task by it")
+    labels = [entry.label for task in tasks for entry in task.chat]
+    if twice := sorted({label for label in labels if labels.count(label) > 1}):
+        raise ValueError(f"two chat entries share the label {twice}: the chat app's menu offers them by it")
+    return tasks
+
+
+def prompt_budgets(tasks: Sequence[Task[Any, Any]]) -> Mapping[str, int]:
+    """The token budget of every prompt word the tasks write: for a prompt typed whole (and for
+    training), where no task is named, the largest of the tasks that write the word, so that no
+    task's answer is cut short."""
+    budgets: dict[str, int] = {}
+    for task in tasks:
+        for prefix, tokens in task.max_tokens.items():
+            budgets[prefix] = max(tokens, budgets.get(prefix, 0))
+    return MappingProxyType(budgets)
 
 
 # --- reading answers -------------------------------------------------------------------------
@@ -286,7 +363,7 @@ SEGMENT_OBJECTS = Task(
     chat=(ChatEntry("Segment objects", "cat ; dog"),),
 )
 
-TASKS: tuple[Task[Any, Any], ...] = (
+TASKS: tuple[Task[Any, Any], ...] = registry(
     READ_TEXT,
     ANSWER_VISUAL_QUESTION,
     CAPTION_IMAGE,
@@ -295,5 +372,4 @@ TASKS: tuple[Task[Any, Any], ...] = (
     SEGMENT_OBJECTS,
 )
 TASKS_BY_NAME: Mapping[str, Task[Any, Any]] = MappingProxyType({task.name: task for task in TASKS})
-# The token budget of every prompt prefix the tasks write (for prompts typed whole, and for training).
-MAX_TOKENS: Mapping[str, int] = MappingProxyType({p: n for task in TASKS for p, n in task.max_tokens.items()})
+MAX_TOKENS: Mapping[str, int] = prompt_budgets(TASKS)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import re
 
+import markdown_it
 import pytest
 
 from clients.chat_turns import code_span, describe_objects, escape_markdown
 from tools import parse_detections
-
-markdown_it = pytest.importorskip("markdown_it")
 
 HOSTILE_TEXT = [
     pytest.param("a\n\n![x](http://evil.example/p.png)", id="blank-line-then-image"),

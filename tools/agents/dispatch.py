@@ -30,7 +30,7 @@ from tools.functions import arun_task, default_client, run_task
 from tools.image_policy import ImagePolicy
 from tools.image_store import HANDLE, ImageStore
 from tools.images import LoadedImage, data_uri, load_image
-from tools.models import Detections, Segments, ToolResult
+from tools.models import LocatedObjects, ToolResult
 
 logger = logging.getLogger(__name__)
 API = Literal["chat", "responses"]
@@ -192,7 +192,7 @@ def _raised(name: str, error: Exception) -> Outcome:
 def _success(arguments: Arguments, result: ToolResult, loaded: LoadedImage, annotated: bool) -> Outcome:
     mask_coco_rle = bool(getattr(arguments, "mask_coco_rle", False))  # only tools that return masks take it
     png = None
-    if annotated and isinstance(result, (Detections, Segments)) and result.objects:
+    if annotated and isinstance(result, LocatedObjects) and result.objects:
         buffer = io.BytesIO()
         annotate(loaded.image, result, max_side=ANNOTATION_MAX_SIDE).save(buffer, format="PNG", optimize=True)
         png = buffer.getvalue()

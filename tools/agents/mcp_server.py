@@ -24,6 +24,7 @@ from tools.agents.payload import output_schema
 from tools.agents.schemas import TOOLS, AgentTool
 from tools.client import PaliGemmaClient
 from tools.image_policy import MIB, ImagePolicy
+from tools.tasks import TASKS
 
 if TYPE_CHECKING:
     import mcp_types
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
 
 SERVER_NAME = "paligemma-tools"
 INSTRUCTIONS = (
-    "Vision tools backed by PaliGemma 2: read text, answer questions, caption, locate and segment objects in an "
-    "image given as an http(s) URL, a data URI, or a file path under the folders this server allows. "
+    f"Vision tools backed by PaliGemma 2 ({', '.join(task.name for task in TASKS)}), each on one image given as "
+    "an http(s) URL, a data URI, or a file path under the folders this server allows. "
     "Coordinates are pixels of the original image, origin top-left, x right, y down."
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tools.models import ToolResult
+from tools.models import LocatedObjects, ToolResult
 
 _DROP = {"raw_text", "model"}
 _DROP_PER_OBJECT = {"loc_bins", "codes"}
@@ -21,9 +21,10 @@ def to_agent_json(result: ToolResult, *, mask_coco_rle: bool = False) -> dict[st
     data = result.to_json(mask_coco_rle=mask_coco_rle)
     for key in _DROP:
         data.pop(key, None)
-    for obj in data.get("objects", []):
-        for key in _DROP_PER_OBJECT:
-            obj.pop(key, None)
+    if isinstance(result, LocatedObjects):  # another result's `objects` may be anything, e.g. names
+        for obj in data["objects"]:
+            for key in _DROP_PER_OBJECT:
+                obj.pop(key, None)
     if not data.get("truncated"):
         data.pop("truncated", None)
     return data
@@ -33,9 +34,11 @@ def output_schema(result_type: type[ToolResult]) -> dict[str, Any]:
     """The JSON schema of `to_agent_json` for results of `result_type` (MCP's outputSchema)."""
     schema = result_type.model_json_schema(mode="serialization")
     _drop_properties(schema, _DROP | {"truncated"}, keep_optional={"truncated"})
-    for name, definition in schema.get("$defs", {}).items():
+    if issubclass(result_type, LocatedObjects):
+        item = result_type.object_type()
+        definition = schema["$defs"][item.__name__]
         _drop_properties(definition, _DROP_PER_OBJECT)
-        if name == "Segment":
+        if result_type.holds_masks():
             definition["properties"]["mask_coco_rle"] = {
                 "description": "COCO uncompressed RLE of the full mask, only when masks were asked for.",
                 "anyOf": [{"type": "object"}, {"type": "null"}],

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tools.models import Segments, ToolResult
+from tools.models import LocatedObjects, ToolResult
 from tools.tasks import TASKS, Options, Task
 
 IMAGE_DESCRIPTION = (
@@ -71,10 +71,11 @@ def _arguments_model(task: Task[Any, Any]) -> type[Arguments]:
             fields[name] = (info.annotation, info)
         else:
             nullable: Any = info.annotation
-            default = f"'{info.default}'" if isinstance(info.default, str) else json.dumps(info.default)
+            value = info.get_default(call_default_factory=True)
+            default = f"'{value}'" if isinstance(value, str) else json.dumps(value)
             description = f"{info.description} null means {default}."
             fields[name] = (nullable | None, Field(default=None, description=description))
-    if issubclass(task.result, Segments):
+    if issubclass(task.result, LocatedObjects) and task.result.holds_masks():
         fields["mask_coco_rle"] = (bool | None, Field(default=None, description=MASK_COCO_RLE_DESCRIPTION))
     class_name = "".join(word.capitalize() for word in task.name.split("_")) + "Arguments"
     model: type[Arguments] = create_model(
