@@ -16,6 +16,12 @@ ROAD_SIGNS = (
     "<loc0204><loc0366><loc0469><loc0558> road sign ; <loc0204><loc0162><loc0459><loc0357> road sign ; "
     "<loc0215><loc0710><loc0477><loc0879> road sign ; <loc0558><loc0551><loc0648><loc0692> road sign"
 )
+ROAD_SIGN_BOXES = [  # at 1000 x 750 (bins / 1023 x side, big_vision's evaluator)
+    ("road sign", (357.77, 149.56, 545.45, 343.84)),
+    ("road sign", (158.36, 149.56, 348.97, 336.51)),
+    ("road sign", (694.04, 157.62, 859.24, 349.71)),
+    ("road sign", (538.61, 409.09, 676.44, 475.07)),
+]
 # big_vision's PaliGemma demo space (huggingface.co/spaces/big-vision/paligemma, paligemma_parse.py EXAMPLE_STRING)
 BOWIE = (
     "<loc0000><loc0000><loc0930><loc1012> <seg114><seg074><seg106><seg044><seg030><seg027><seg119><seg119>"
@@ -58,12 +64,7 @@ DETECTIONS = [
         ROAD_SIGNS,
         1000,
         750,
-        [
-            ("road sign", (357.77, 149.56, 545.45, 343.84)),
-            ("road sign", (158.36, 149.56, 348.97, 336.51)),
-            ("road sign", (694.04, 157.62, 859.24, 349.71)),
-            ("road sign", (538.61, 409.09, 676.44, 475.07)),
-        ],
+        ROAD_SIGN_BOXES,
         [],
         id="real-paligemma2-3b-mix-448-four-road-signs",  # published without its image's size
     ),
@@ -79,12 +80,7 @@ DETECTIONS = [
         ROAD_SIGNS + "<eos><pad><pad>",
         1000,
         750,
-        [
-            ("road sign", (357.77, 149.56, 545.45, 343.84)),
-            ("road sign", (158.36, 149.56, 348.97, 336.51)),
-            ("road sign", (694.04, 157.62, 859.24, 349.71)),
-            ("road sign", (538.61, 409.09, 676.44, 475.07)),
-        ],
+        ROAD_SIGN_BOXES,
         [],
         id="decoded-keeping-special-tokens-eos-and-padding",  # not part of the last label
     ),
