@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -420,3 +422,36 @@ def test_command_line_options_have_their_types_and_limits(capsys: pytest.Capture
         assert stopped.value.code == 2
         error = capsys.readouterr().err
         assert f"argument {flag}: '{value}': " in error and says in error
+
+
+# --- the docs' task tables list exactly the registry ---------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def table_rows(doc: str) -> dict[str, str]:
+    """The rows of a doc's tables of tasks (headed `| task`, `| tool` or `| function`) by the
+    name in their first cell (`name` or `name(...)`)."""
+    rows: dict[str, str] = {}
+    of_tasks = False
+    for line in (ROOT / doc).read_text().splitlines():
+        if not line.startswith("|"):
+            of_tasks = False
+        elif re.match(r"\| (task|tool|function) \|", line):
+            of_tasks = True
+        elif of_tasks and (match := re.match(r"\| `([a-z_]+)[(`]", line)):
+            rows.setdefault(match[1], line)
+    return rows
+
+
+@pytest.mark.parametrize("doc", ["docs/tasks.md", "docs/agents.md", "docs/prompts.md"])
+def test_the_docs_task_tables_list_exactly_the_registry(doc: str) -> None:
+    rows = table_rows(doc)
+    assert set(rows) == {task.name for task in TASKS}, f"{doc}: update its table of tasks"
+    if doc == "docs/tasks.md":
+        for task in TASKS:
+            assert f"`{task.verb}`" in rows[task.name] and all(e.label in rows[task.name] for e in task.chat)
+
+
+def test_the_readme_names_every_batch_verb() -> None:
+    verbs = re.search(r"`paligemma ([a-z|-]+) PATHS\.\.\.`", (ROOT / "README.md").read_text())
+    assert verbs is not None and set(verbs[1].split("|")) == {task.verb for task in TASKS}
