@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import weakref
@@ -28,6 +30,7 @@ from clients.chat_turns import (
     MENU,
     OPENING_ENTRY,
     TIMES,
+    TYPED_MAX_CHARS,
     MenuEntry,
     Message,
     code_span,
@@ -57,6 +60,10 @@ logger = logging.getLogger(__name__)
 
 
 # --- per-tab state -------------------------------------------------------------------------------
+SESSION_TTL_S = 30 * 60  # a tab's image and conversation, kept this long after its last turn
+MIB = 1024 * 1024
+
+
 def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -104,11 +111,22 @@ def _read_upload(payload: Mapping[str, Any], client: PaliGemmaClient) -> LoadedI
     name = payload.get("orig_name") or Path(path).name
     try:
         with Path(path).open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > policy.max_bytes:
+                raise ImageError(
+                    f"the uploaded file {name!r} is {size / MIB:,.1f} MiB; the limit is {policy.max_bytes / MIB:,.0f} "
+                    "MiB. Upload a smaller image (a photo saved as JPEG is a few MiB)."
+                )
             data = file.read(policy.max_bytes + 1)  # load_image reports anything over the limit
     except OSError as e:
         raise ImageError(f"cannot read the uploaded file {name!r} ({e.strerror}); upload it again.") from e
     loaded = load_image(data, policy)
-    return LoadedImage(loaded.image, repr(name))
+    return dataclasses.replace(loaded, source=repr(name))
+
+
+def _inputs_have_their_types(payload: object, task: object, lang: object, text: object) -> bool:
+    upload = payload is None or (isinstance(payload, Mapping) and isinstance(payload.get("path"), str | None))
+    return upload and isinstance(task, str) and all(isinstance(v, str | None) for v in (lang, text))
 
 
 def _error_text(error: BaseException) -> str:
@@ -156,6 +174,10 @@ class _Handlers:
     async def on_run(
         self, payload: Mapping[str, Any] | None, task: str, lang: str | None, text: str | None, session: ChatSession
     ) -> AsyncIterator[Outputs]:
+        if not _inputs_have_their_types(payload, task, lang, text):  # only a client of the raw API sends others
+            message = "**Error:** the request's fields have the wrong types; use the page, or send text."
+            yield [*session.history, {"role": "assistant", "content": message}], session, None, ""
+            return
         async with session.lock:
             await self._switch_image(session, payload)
             chosen, lang, text = menu_entry(task), (lang or "en").strip(), text or ""
@@ -220,7 +242,8 @@ def build_app(
     app = gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 6 * 3600))
     with app:
         # gr.State deep-copies this per browser tab: each tab gets a fresh, empty session.
-        session = gr.State(ChatSession(), delete_callback=_close_session)
+        # A tab keeps its decoded image (3 bytes a pixel) until SESSION_TTL_S after its last turn.
+        session = gr.State(ChatSession(), time_to_live=SESSION_TTL_S, delete_callback=_close_session)
         gr.Markdown(f"## {escape_markdown(title)}\nEndpoint: {code_span(client.base_url)}")
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
@@ -235,7 +258,7 @@ def build_app(
                 lang = gr.Dropdown(
                     list(LANGUAGES), value="en", label="Language", allow_custom_value=True, elem_id="lang"
                 )
-                text = gr.Textbox(label="Text", visible=False, max_lines=1, elem_id="text")
+                text = gr.Textbox(label="Text", visible=False, max_lines=1, max_length=TYPED_MAX_CHARS, elem_id="text")
                 run = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column(scale=3, min_width=400):
                 chat = gr.Chatbot(
@@ -268,6 +291,7 @@ def build_app(
                 preprocess=False,
                 concurrency_limit=concurrency_limit,
                 concurrency_id="run",
+                trigger_mode="multiple",  # a question asked while another runs waits its turn, not dropped
                 api_visibility="private",
             )
     return app
@@ -304,6 +328,7 @@ def launch(
         theme=theme,
         footer_links=["settings"],
         run_history=False,  # uploads stay on the server, not in the browser's storage
+        max_file_size=client.image_policy.max_bytes,  # refused by Gradio before it is written to disk
         app_kwargs={"lifespan": lifespan},
     )
     return app

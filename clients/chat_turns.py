@@ -36,6 +36,11 @@ from tools import (
 Message = dict[str, Any]  # one Chatbot message: {"role": ..., "content": ...}
 
 DRAWN_MAX_SIDE = 1024  # drawn images in the conversation; boxes are computed on the original
+DRAWN_MIN_SIDE = 512  # a smaller image is drawn enlarged, so that its labels do not cover it
+# What the conversation shows of one text: PaliGemma's answers are a few hundred characters; a
+# browser takes seconds to render 30,000 as Markdown (a minute and more for a broken endpoint's MiB).
+SHOWN_MAX_CHARS = 10_000
+TYPED_MAX_CHARS = 2_000  # the text box's limit: every prompt the checks accept fits
 FREE_PROMPT = "Free prompt"  # a prompt typed whole, sent as it is: the one menu entry that is no task
 FREE_PROMPT_MAX_TOKENS = 256  # for free prompts that start with no known task prefix
 TIMES = "\u00d7"
@@ -162,11 +167,19 @@ def _split_labels(result: LocatedObjects) -> list[tuple[str, str]]:
     return [(label, line[len(label) :]) for label, line in zip(labels, object_lines(result), strict=True)]
 
 
+def shown(text: str, limit: int = SHOWN_MAX_CHARS) -> str:
+    """`text` as the conversation shows it: its first `limit` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} … ({len(text) - limit:,} more characters; the whole text is in Raw model text)"
+
+
 def user_text(entry: MenuEntry, lang: str, text: str) -> str:
+    typed = shown(text.strip(), TYPED_MAX_CHARS)  # the API takes any length; the checks refuse it after
     if entry.task is None:
-        return code_span(text.strip())
-    words = f"{entry.label} ({escape_markdown(lang)})" if entry.uses_lang else entry.label
-    return f"{words}: {escape_markdown(text.strip())}" if entry.text_option else words
+        return code_span(typed) if typed else "(an empty prompt)"
+    words = f"{entry.label} ({escape_markdown(shown(lang, 40))})" if entry.uses_lang else entry.label
+    return f"{words}: {escape_markdown(typed)}" if entry.text_option else words
 
 
 # --- running one turn --------------------------------------------------------------------------
@@ -180,7 +193,9 @@ class Answer:
 
 
 def _drawn(loaded: LoadedImage, result: LocatedObjects) -> Image.Image | None:
-    return annotate(loaded.image, result, max_side=DRAWN_MAX_SIDE) if result.objects else None
+    if not result.objects:
+        return None
+    return annotate(loaded.image, result, max_side=DRAWN_MAX_SIDE, min_side=DRAWN_MIN_SIDE)
 
 
 async def encode_for_free_prompts(client: PaliGemmaClient, loaded: LoadedImage) -> EncodedImage:
@@ -192,7 +207,7 @@ async def encode_for_free_prompts(client: PaliGemmaClient, loaded: LoadedImage) 
 async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: EncodedImage, prompt: str) -> Answer:
     max_tokens = MAX_TOKENS.get(prompt.split(" ", 1)[0], FREE_PROMPT_MAX_TOKENS)
     completion = await client.acomplete(encoded, prompt, max_tokens=max_tokens)
-    raw = f"Raw: {code_span(completion.text)}" if completion.text.strip() else "The model gave an empty answer."
+    raw = f"Raw: {code_span(shown(completion.text))}" if completion.text.strip() else "The model gave an empty answer."
 
     def parse() -> LocatedObjects | None:
         return parse_located(
@@ -214,7 +229,7 @@ async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: En
             raw_text=completion.text,
             truncated=completion.truncated,
         )
-        return Answer(escape_markdown(completion.text.strip()) or raw, plain)
+        return Answer(escape_markdown(shown(completion.text.strip())) or raw, plain)
     result = located.model_copy(update={"truncated": completion.truncated})
     drawn = await asyncio.to_thread(_drawn, loaded, result)
     return Answer(f"{describe_objects(result)}\n\n{raw}", result, drawn)
@@ -235,8 +250,8 @@ async def run_entry(
         if encoded is None:
             encoded = await encode_for_free_prompts(client, loaded)
         return await _free_prompt(client, loaded, encoded, prompt)
-    result = await arun_task(entry.task, loaded.image, entry.options(lang, text), client=client)
+    result = await arun_task(entry.task, loaded, entry.options(lang, text), client=client)
     if isinstance(result, LocatedObjects):
         return Answer(describe_objects(result), result, await asyncio.to_thread(_drawn, loaded, result))
     words = getattr(result, entry.task.answer_field or "raw_text")
-    return Answer(escape_markdown(words) or "(empty answer)", result)
+    return Answer(escape_markdown(shown(words)) or "(empty answer)", result)

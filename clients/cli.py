@@ -511,6 +511,7 @@ def _add_mcp(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-urls", action="store_true", help="refuse http(s) image URLs")
     p.add_argument("--max-image-mb", type=_positive_number, default=32.0, help="largest image accepted")
     p.add_argument("--no-annotated-images", action="store_true", help="return JSON only, no drawn PNG")
+    p.add_argument("--timeout", type=_positive_number, default=60.0, help="seconds per request to the endpoint")
     p.set_defaults(handler=_mcp)
 
 
@@ -525,6 +526,7 @@ def _mcp(args: argparse.Namespace, rest: list[str]) -> int:
         allow_urls=not args.no_urls,
         max_image_bytes=int(args.max_image_mb * 1024 * 1024),
         annotated_images=not args.no_annotated_images,
+        timeout_s=args.timeout,
     )
     serve_mcp(settings, args.transport, host=args.host, port=args.port)
     return 0
@@ -632,6 +634,7 @@ def _add_chat(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the app to the network)")
     p.add_argument("--port", type=_port, default=7860)
     _add_endpoint_options(p)
+    p.add_argument("--timeout", type=_positive_number, default=60.0, help="seconds per request to the endpoint")
     p.set_defaults(handler=_chat)
 
 
@@ -643,9 +646,8 @@ def _chat(args: argparse.Namespace, rest: list[str]) -> int:
     from clients.chat_app import launch
     from tools import PaliGemmaClient
 
-    launch(
-        PaliGemmaClient(base_url=args.base_url, model=args.model, api_key=args.api_key), host=args.host, port=args.port
-    )
+    client = PaliGemmaClient(base_url=args.base_url, model=args.model, api_key=args.api_key, timeout_s=args.timeout)
+    launch(client, host=args.host, port=args.port)
     return 0
 
 

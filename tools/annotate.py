@@ -67,19 +67,25 @@ def _overlay_masks(
     return Image.fromarray(pixels.round().astype(np.uint8))
 
 
-def annotate(image: Image.Image, result: LocatedObjects, *, max_side: int | None = None) -> Image.Image:
-    """A copy of `image` (the original, upright) with the result drawn; at most `max_side` px per side."""
+def annotate(
+    image: Image.Image, result: LocatedObjects, *, max_side: int | None = None, min_side: int | None = None
+) -> Image.Image:
+    """A copy of `image` (the original, upright) with the result drawn; at most `max_side` px per
+    side, and enlarged until its longer side is `min_side` (labels and legend stay readable on a
+    64 px image)."""
     if image.size != (result.image_width, result.image_height):
         raise ValueError(
             f"the image is {image.width}x{image.height} but the result is for "
             f"{result.image_width}x{result.image_height}: annotate the image the tool was given"
         )
-    scale = 1.0 if max_side is None else min(1.0, max_side / max(image.size))
+    longest = max(image.size)
+    drawn_side = max(longest, min_side or 0)
+    drawn_side = drawn_side if max_side is None else min(drawn_side, max_side)
+    scale = drawn_side / longest
     base = image if image.mode == "RGB" else image.convert("RGB")
-    if scale < 1.0:  # resized before anything else, so no full-size copy is made
-        base = base.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
-        )
+    if scale != 1.0:  # resized before anything else, so no full-size copy is made
+        resample = Image.Resampling.BICUBIC if scale < 1.0 else Image.Resampling.NEAREST  # enlarged: pixels stay sharp
+        base = base.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
     else:
         base = base.copy()
     drawn = result.objects[:MAX_DRAWN_OBJECTS]

@@ -125,7 +125,7 @@ def _bound_error(
 def _timeout(base_url: str) -> EndpointTimeoutError:
     return EndpointTimeoutError(
         f"the PaliGemma endpoint at {base_url} did not answer in time; it may be overloaded. "
-        "Retry later or raise the client's timeout."
+        "Retry later or raise the client's timeout (`timeout_s`; `--timeout` of the paligemma commands)."
     )
 
 

@@ -255,6 +255,9 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 
+# Where Pillow reads an orientation from (`getexif`: EXIF, else XMP's tiff:Orientation).
+_ORIENTATION_INFO = ("exif", "xmp", "XML:com.adobe.xmp")
+
 
 def _orientation(image: Image.Image) -> int:
     """The EXIF orientation a viewer would apply (1..8); 1 when absent or not one of those numbers."""
@@ -349,9 +352,13 @@ def load_image(source: ImageSource, policy: ImagePolicy | None = None) -> Loaded
     check_cost(image, policy, what, turned=orientation != 1)
 
     def upright_rgb() -> Image.Image:
-        turned = image.transpose(_TRANSPOSE[orientation]) if orientation != 1 else image
-        rgb = _to_rgb(turned)
-        return rgb.copy() if rgb is source else rgb  # the caller's later edits must not reach it
+        if orientation == 1:
+            rgb = _to_rgb(image)
+            return rgb.copy() if rgb is source else rgb  # the caller's later edits must not reach it
+        rgb = _to_rgb(image.transpose(_TRANSPOSE[orientation]))
+        for key in _ORIENTATION_INFO:  # turned: loaded again, it must not be turned twice
+            rgb.info.pop(key, None)
+        return rgb
 
     rgb = _guarded(upright_rgb, what)
     mime = _sendable_original(image, orientation, animated) if data is not None else None

@@ -211,6 +211,26 @@ def test_located_objects_are_listed_and_drawn_in_the_label_colour(
         chat.expect_answer("Raw: <loc0200>")  # the raw answer beside its readable form
 
 
+@pytest.mark.parametrize("task", ["Detect objects", "Segment objects"])
+def test_a_photo_turned_by_its_exif_is_answered_and_drawn_as_a_viewer_sees_it(
+    chat: ChatPage, client: PaliGemmaClient, tmp_path: Path, task: str
+) -> None:
+    """Stored 200 x 300 and tagged to be turned clockwise: the app shows, sends and draws 300 x 200
+    (it sent the model the photo turned twice, and drawing then failed on the sizes)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "turned.jpg"
+    gradient_image(WIDTH, HEIGHT).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+    chat.upload(path)
+    chat.expect_answer(f"New image, {WIDTH} \u00d7 {HEIGHT} px")
+    client.extra_body = forced(f"{LOCS} {SEGS} cat" if task == "Segment objects" else f"{LOCS} cat")
+    chat.run(task, "cat")
+    chat.expect_answer(READABLE)
+    assert_drawn(chat.drawn_image(), PALETTE[0])
+    structured = chat.structured()
+    assert (structured["image_width"], structured["image_height"]) == (WIDTH, HEIGHT)
+
+
 def test_free_prompt_without_locations_shows_the_text(
     chat: ChatPage, client: PaliGemmaClient, image_path: Path
 ) -> None:

@@ -100,3 +100,14 @@ def test_ten_thousand_labels_draw_a_bounded_legend() -> None:
     drawn = annotate(Image.new("RGB", (640, 480)), result, max_side=768)  # its CPU time: benchmarks/budgets.py
     assert drawn.width == 640 and drawn.height < 480 + 40 * (MAX_LEGEND_LABELS + 3)
     assert MAX_DRAWN_OBJECTS == 100
+
+
+def test_a_small_image_is_enlarged_to_the_minimum_side_with_its_boxes() -> None:
+    result = detections("<loc0205><loc0256><loc0818><loc0767> cat", width=64, height=48)
+    drawn = annotate(white(64, 48), result, min_side=512, max_side=1024)
+    assert drawn.width == 512 and drawn.height > 384  # 8 times, the legend band below
+    x0, y0, x1, y1 = (v * 8 for v in result.objects[0].box.xyxy)
+    assert drawn.getpixel((int(x0) + 1, int((y0 + y1) / 2))) == PALETTE[0]  # the left edge, where it scales to
+    assert drawn.getpixel((int((x0 + x1) / 2), int((y0 + y1) / 2))) == WHITE
+    assert annotate(white(64, 48), result, min_side=512, max_side=256).width == 256  # the maximum wins
+    assert annotate(white(), detections("<loc0205><loc0256><loc0818><loc0767> cat"), min_side=100).width == 400

@@ -335,6 +335,37 @@ def test_exif_orientation_is_applied(orientation: int, top_left: tuple[int, int,
     assert np.abs(pixels(loaded.image)[0, 0].astype(int) - top_left).max() < 40
 
 
+@pytest.mark.parametrize("orientation", range(2, 9))
+@pytest.mark.parametrize("where", ["exif", "xmp"])
+def test_the_upright_image_loaded_again_is_not_turned_again(orientation: int, where: str) -> None:
+    """The chat app and any caller may hand `loaded.image` back to the tools: it must be upright
+    for good (a 640x480 photo tagged 6 came back 480x640, then 640x480, to the model)."""
+    if where == "exif":
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = encoded(quadrants(64, 32), "JPEG", exif=exif, quality=95, subsampling=0)
+    else:
+        xmp = (
+            '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{orientation}"/>'
+            "</rdf:RDF></x:xmpmeta>"
+        )
+        data = encoded(quadrants(64, 32), "PNG", pnginfo=_xmp_chunk(xmp))
+    first = load_image(data)
+    assert first.image.size == ((32, 64) if orientation >= 5 else (64, 32))
+    again = load_image(first.image)
+    assert again.image.size == first.image.size
+    assert np.array_equal(pixels(again.image), pixels(first.image))
+
+
+def _xmp_chunk(xmp: str) -> Any:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    return info
+
+
 def test_exif_orientation_of_a_pil_image_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6

@@ -50,6 +50,7 @@ class McpSettings:
     allow_urls: bool = True
     max_image_bytes: int = 32 * MIB
     annotated_images: bool = True
+    timeout_s: float = 60.0  # per request to the PaliGemma endpoint
 
     def policy(self) -> ImagePolicy:
         return ImagePolicy.for_agents(
@@ -91,7 +92,9 @@ def build_server(settings: McpSettings, client: PaliGemmaClient | None = None) -
     import mcp_types
     from mcp.server.lowlevel import Server
 
-    paligemma = client or PaliGemmaClient(base_url=settings.base_url, model=settings.model, api_key=settings.api_key)
+    paligemma = client or PaliGemmaClient(
+        base_url=settings.base_url, model=settings.model, api_key=settings.api_key, timeout_s=settings.timeout_s
+    )
     policy = settings.policy()
     tools = tool_list()
 
