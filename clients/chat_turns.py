@@ -16,7 +16,6 @@ from typing import Any
 from PIL import Image
 
 from tools import (
-    MAX_TOKENS,
     TASKS,
     TASKS_BY_NAME,
     EncodedImage,
@@ -31,6 +30,7 @@ from tools import (
     free_prompt,
     object_lines,
     parse_located,
+    prompt_budget,
 )
 
 Message = dict[str, Any]  # one Chatbot message: {"role": ..., "content": ...}
@@ -42,7 +42,6 @@ DRAWN_MIN_SIDE = 512  # a smaller image is drawn enlarged, so that its labels do
 SHOWN_MAX_CHARS = 10_000
 TYPED_MAX_CHARS = 2_000  # the text box's limit: every prompt the checks accept fits
 FREE_PROMPT = "Free prompt"  # a prompt typed whole, sent as it is: the one menu entry that is no task
-FREE_PROMPT_MAX_TOKENS = 256  # for free prompts that start with no known task prefix
 TIMES = "\u00d7"
 _MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # CommonMark lets a backslash escape any ASCII punctuation
 
@@ -205,7 +204,7 @@ async def encode_for_free_prompts(client: PaliGemmaClient, loaded: LoadedImage) 
 
 
 async def _free_prompt(client: PaliGemmaClient, loaded: LoadedImage, encoded: EncodedImage, prompt: str) -> Answer:
-    max_tokens = MAX_TOKENS.get(prompt.split(" ", 1)[0], FREE_PROMPT_MAX_TOKENS)
+    max_tokens = prompt_budget(prompt)
     completion = await client.acomplete(encoded, prompt, max_tokens=max_tokens)
     raw = f"Raw: {code_span(shown(completion.text))}" if completion.text.strip() else "The model gave an empty answer."
 

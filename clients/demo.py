@@ -24,7 +24,7 @@ from server.model_source import TINY_NAME
 from server.process import free_port
 from server.tiny_model import is_random_tiny_model
 from server.vllm_command import ServeOptions
-from tools import MAX_TOKENS, data_uri, default_cache_dir, load_image
+from tools import data_uri, default_cache_dir, load_image, prompt_budget
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -62,7 +62,7 @@ def ask_with_openai_sdk(base_url: str, model: str, image: Image.Image, prompt: s
     client = OpenAI(base_url=base_url, api_key=os.environ.get("PALIGEMMA_API_KEY", "EMPTY"))
     reply = client.chat.completions.create(
         model=model,
-        max_tokens=MAX_TOKENS[prompt.split(" ", 1)[0]],  # what the tools ask for: no word cut off
+        max_tokens=prompt_budget(prompt),  # what the tools ask for: no word cut off
         temperature=0,
         messages=image_message(_png_data_uri(image), prompt),
     )

@@ -57,7 +57,7 @@ from tools.models import (
 from tools.parsing import parse_detections, parse_located, parse_segments
 from tools.prompts import free_prompt, split_objects
 from tools.readable import object_lines, readable_answer
-from tools.tasks import MAX_TOKENS, TASKS, TASKS_BY_NAME, ChatEntry, Options, Reply, Task
+from tools.tasks import MAX_TOKENS, TASKS, TASKS_BY_NAME, ChatEntry, Options, Reply, Task, prompt_budget
 from tools.vae_checkpoint import default_cache_dir
 
 __all__ = [
@@ -120,6 +120,7 @@ __all__ = [
     "parse_detections",
     "parse_located",
     "parse_segments",
+    "prompt_budget",
     "read_text",
     "readable_answer",
     "run_task",

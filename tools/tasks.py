@@ -373,3 +373,9 @@ TASKS: tuple[Task[Any, Any], ...] = registry(
 )
 TASKS_BY_NAME: Mapping[str, Task[Any, Any]] = MappingProxyType({task.name: task for task in TASKS})
 MAX_TOKENS: Mapping[str, int] = prompt_budgets(TASKS)
+OTHER_PROMPT_MAX_TOKENS = 256  # for a prompt whose first word no task writes
+
+
+def prompt_budget(prompt: str) -> int:
+    """The token budget of a prompt typed whole: its first word's (`MAX_TOKENS`), else 256."""
+    return MAX_TOKENS.get(prompt.split(" ", 1)[0], OTHER_PROMPT_MAX_TOKENS)

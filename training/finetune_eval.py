@@ -19,7 +19,7 @@ import numpy as np
 
 from tools import parsing
 from tools.models import Detections, Segments
-from tools.tasks import MAX_TOKENS
+from tools.tasks import prompt_budget
 from training.evaluate import mask_iou
 from training.finetune_data import Instance, Record, Task, load_upright
 
@@ -138,7 +138,7 @@ def _true_masks(record: Record, decoder: VaeDecoder | None) -> Sequence[Instance
 
 def answer_budget(prompt: str) -> int:
     """The tokens the tools ask for with `prompt` (its task word's), 256 for a word they do not send."""
-    return MAX_TOKENS.get(prompt.split(" ", 1)[0], 256)
+    return prompt_budget(prompt)
 
 
 def generate_answers(model: Any, processor: Any, records: Sequence[Record], *, batch_size: int = 8) -> list[str]:
