@@ -28,6 +28,9 @@ class ModelSource:
     parameters_b: float | None = None
     is_tiny: bool = False
     parent: str | None = None  # the model it was fine-tuned from, by its served name (its card's base_model)
+    # The sliding window when every text layer has one (a 1-layer Gemma 2; the real checkpoints
+    # alternate full and windowed layers), else None: read from a local folder's config.
+    every_layer_window: int | None = None
 
     @property
     def first_base(self) -> str:
@@ -44,6 +47,20 @@ def _max_model_len_from_config(config: dict[str, object]) -> int | None:
     if not isinstance(size, int) or not isinstance(patch, int) or patch <= 0:
         return None
     return max_model_len((size // patch) ** 2)
+
+
+def _every_layer_window(config: dict[str, object]) -> int | None:
+    """The text model's sliding window if every layer attends through it (Gemma 2's layer types,
+    given or by its default: even layers windowed, odd ones full), else None."""
+    text = config.get("text_config")
+    if not isinstance(text, dict) or not isinstance(window := text.get("sliding_window"), int):
+        return None
+    types = text.get("layer_types")
+    if types is None and isinstance(layers := text.get("num_hidden_layers"), int):
+        types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    if isinstance(types, list) and types and all(kind == "sliding_attention" for kind in types):
+        return window
+    return None
 
 
 def _local(path: Path) -> ModelSource:
@@ -70,6 +87,7 @@ def _local(path: Path) -> ModelSource:
         max_model_len=_max_model_len_from_config(config),
         is_tiny=is_tiny_model(path) or parent == TINY_TRAINED_DIR.name,
         parent=parent,
+        every_layer_window=_every_layer_window(config),
     )
 
 

@@ -94,6 +94,28 @@ def is_paligemma_decoder(vllm_config: VllmConfig, kv_cache_spec: AttentionSpec) 
     )
 
 
+def check_settings(vllm_config: VllmConfig, kv_cache_spec: AttentionSpec) -> None:
+    """Refuse settings under which the prefix would not be attended exactly, naming the fix
+    (`paligemma serve --attention prefix` sets each; a hand-written vLLM command may not)."""
+    check_unsplit_prefill(vllm_config)
+    if getattr(vllm_config, "use_v2_model_runner", False):
+        raise ValueError(
+            "PaliGemma prefix attention reads prompt lengths from vLLM's V1 model runner: set "
+            "VLLM_USE_V2_MODEL_RUNNER=0 (`paligemma serve --attention prefix` does), or use `--attention causal`."
+        )
+    from vllm.v1.kv_cache_interface import SlidingWindowSpec
+
+    # Blocks managed by window (vLLM promotes windowed layers to full blocks only beside full layers).
+    window = kv_cache_spec.sliding_window if isinstance(kv_cache_spec, SlidingWindowSpec) else None
+    max_model_len = vllm_config.model_config.max_model_len
+    if window is not None and window < max_model_len and vllm_config.cache_config.enable_prefix_caching:
+        raise ValueError(
+            f"every layer of this model attends through a sliding window of {window} tokens, so vLLM caches its "
+            "prefixes by window and a cache hit would miss keys the two-way prefix reads: serve with "
+            "--no-enable-prefix-caching (`paligemma serve --attention prefix` does), or use `--attention causal`."
+        )
+
+
 def check_unsplit_prefill(vllm_config: VllmConfig) -> None:
     """Refuse scheduler settings that split a prompt across steps (a split prefix cannot be exact)."""
     scheduler = vllm_config.scheduler_config
@@ -232,7 +254,7 @@ class PrefixLMCPUMetadataBuilder(CPUAttentionMetadataBuilder):
             self.kv_cache_dtype,
         )
         if self.prefix_lm:
-            check_unsplit_prefill(vllm_config)
+            check_settings(vllm_config, kv_cache_spec)
             install_runner_hook()
             logger.info("PaliGemma prefix-LM attention on for %d CPU attention layers.", len(layer_names))
 
@@ -339,7 +361,7 @@ def _make_triton_backend() -> type[Any]:
             super().__init__(kv_cache_spec, layer_names, vllm_config, device)
             self.prefix_lm = is_paligemma_decoder(vllm_config, kv_cache_spec)
             if self.prefix_lm:
-                check_unsplit_prefill(vllm_config)
+                check_settings(vllm_config, kv_cache_spec)
                 install_runner_hook()
                 logger.info("PaliGemma prefix-LM attention on for %d Triton attention layers.", len(layer_names))
 

@@ -134,7 +134,9 @@ def _dtype(options: ServeOptions, source: ModelSource, hardware: Hardware) -> st
     return "float32"
 
 
-def attention_args(attention: Attention, hardware: Hardware) -> tuple[list[str], dict[str, str]]:
+def attention_args(
+    attention: Attention, hardware: Hardware, *, every_layer_window: int | None = None, max_model_len: int | None = None
+) -> tuple[list[str], dict[str, str]]:
     """vLLM options and environment for an attention mode (server/vllm_plugin.py does the work)."""
     argv = ["--middleware", MIDDLEWARE]  # the x-paligemma-attention response header, in both modes
     env: dict[str, str] = {ATTENTION_ENV: attention}
@@ -144,10 +146,15 @@ def attention_args(attention: Attention, hardware: Hardware) -> tuple[list[str],
     # layer keeps all its KV blocks: a prefix-cache hit on a prompt longer than Gemma 2's sliding
     # window (896 px checkpoints) re-reads the whole prefix, which the hybrid manager would drop.
     argv += ["--no-enable-chunked-prefill", "--disable-hybrid-kv-cache-manager"]
+    if every_layer_window is not None and (max_model_len is None or every_layer_window < max_model_len):
+        # vLLM keeps full blocks only for models that mix windowed and full layers; with every
+        # layer windowed, a prefix-cache hit hands the prefix pass blocks freed outside the window.
+        argv.append("--no-enable-prefix-caching")
     if hardware.device == "cuda":
         argv += ["--attention-backend", "TRITON_ATTN"]  # the GPU backend with prefix ranges
-    else:
-        env["VLLM_USE_V2_MODEL_RUNNER"] = "0"  # the runner whose prompt lengths the CPU backend reads
+    # The runner the plugin reads prompt lengths from; vLLM's V2 runner, its default where Triton
+    # is, passes them only to models of its own windowed kind, and PaliGemma would stay causal.
+    env["VLLM_USE_V2_MODEL_RUNNER"] = "0"
     return argv, env
 
 
@@ -190,7 +197,9 @@ def build_command(
             argv += [flag, str(size)]
     if options.distributed_executor_backend is not None:
         argv += ["--distributed-executor-backend", options.distributed_executor_backend]
-    attention_argv, env = attention_args(options.attention, hardware)
+    attention_argv, env = attention_args(
+        options.attention, hardware, every_layer_window=source.every_layer_window, max_model_len=max_model_len
+    )
     argv += attention_argv
     # Compiled on every device: on CPU three idle runs of benchmarks.serving put compiled at +8% to
     # +18% requests/s at 16 concurrent and 8-21% lower single-request latency, for a start 10-19 s

@@ -57,5 +57,7 @@ def test_kubernetes_replicas_run_a_valid_serve_command() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8000}
     printed = dry_run(["serve", *container["args"], "--gpus", "1x24", "--dry-run"])
     assert "--host 0.0.0.0 --port 8000" in printed
-    assert printed.startswith("PALIGEMMA_ATTENTION=prefix vllm serve --model google/paligemma2-3b-mix-448")
+    assert printed.startswith(
+        "PALIGEMMA_ATTENTION=prefix VLLM_USE_V2_MODEL_RUNNER=0 vllm serve --model google/paligemma2-3b-mix-448"
+    )
     assert "--tensor-parallel-size" not in printed  # one GPU per replica is enough

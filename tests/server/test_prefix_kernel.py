@@ -167,3 +167,30 @@ def test_settings_that_split_a_prompt_are_refused(backend: Any, chunked: bool, t
     backend.check_unsplit_prefill(
         SimpleNamespace(scheduler_config=SimpleNamespace(enable_chunked_prefill=False, long_prefill_token_threshold=0))
     )
+
+
+def _config(*, v2: bool = False, prefix_caching: bool = True, max_model_len: int = 1024) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        scheduler_config=SimpleNamespace(enable_chunked_prefill=False, long_prefill_token_threshold=0),
+        use_v2_model_runner=v2,
+        model_config=SimpleNamespace(max_model_len=max_model_len),
+        cache_config=SimpleNamespace(enable_prefix_caching=prefix_caching),
+    )
+
+
+def test_settings_under_which_the_prefix_would_not_be_exact_are_refused(backend: Any) -> None:
+    """vLLM's V2 runner (its default on GPUs) passes no prompt lengths to PaliGemma; a model whose
+    every layer is windowed keeps windowed KV blocks, which a prefix-cache hit holds freed."""
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, SlidingWindowSpec
+
+    shape = {"block_size": 16, "num_kv_heads": 1, "head_size": 64, "dtype": torch.float32}
+    windowed, promoted = SlidingWindowSpec(**shape, sliding_window=100), FullAttentionSpec(**shape, sliding_window=100)
+    with pytest.raises(ValueError, match="VLLM_USE_V2_MODEL_RUNNER=0"):
+        backend.check_settings(_config(v2=True), promoted)
+    with pytest.raises(ValueError, match="--no-enable-prefix-caching"):
+        backend.check_settings(_config(), windowed)
+    backend.check_settings(_config(prefix_caching=False), windowed)
+    backend.check_settings(_config(max_model_len=100), windowed)  # no prompt outgrows the window
+    backend.check_settings(_config(), promoted)  # beside full layers, windowed layers keep whole blocks

@@ -68,7 +68,7 @@ def test_presets_get_the_settings_that_fit(
     assert "--enforce-eager" not in command.argv  # compiled on every device
     if hardware.device == "cuda":
         assert command.argv[:2] == ("vllm", "serve")
-        assert command.env == {"PALIGEMMA_ATTENTION": "prefix"}
+        assert command.env == {"PALIGEMMA_ATTENTION": "prefix", "VLLM_USE_V2_MODEL_RUNNER": "0"}
     else:
         assert command.env["VLLM_CPU_KVCACHE_SPACE"] == "4"
 
@@ -198,8 +198,8 @@ PREFIX_FLAGS = ("--no-enable-chunked-prefill", "--disable-hybrid-kv-cache-manage
             "prefix",
             ONE_L4,
             (*PREFIX_FLAGS, "--attention-backend", "TRITON_ATTN"),
-            {"PALIGEMMA_ATTENTION": "prefix"},
-            id="gpu-prefix-uses-the-triton-backend",
+            {"PALIGEMMA_ATTENTION": "prefix", "VLLM_USE_V2_MODEL_RUNNER": "0"},  # V2 would leave it causal
+            id="gpu-prefix-uses-the-triton-backend-and-the-v1-runner",
         ),
         pytest.param("causal", CPU, (), {"PALIGEMMA_ATTENTION": "causal"}, id="cpu-causal-is-plain-vllm"),
         pytest.param("causal", ONE_L4, (), {"PALIGEMMA_ATTENTION": "causal"}, id="gpu-causal-is-plain-vllm"),
@@ -216,6 +216,29 @@ def test_attention_modes(
     assert tuple(argv[start + 2 : end]) == flags
     assert {k: v for k, v in command.env.items() if k in ("PALIGEMMA_ATTENTION", "VLLM_USE_V2_MODEL_RUNNER")} == env
     assert command.attention == attention
+
+
+@pytest.mark.parametrize(
+    ("text", "cached"),
+    [
+        pytest.param({"num_hidden_layers": 1, "sliding_window": 100}, False, id="one-layer-windowed-by-default"),
+        pytest.param({"layer_types": ["sliding_attention"] * 3, "sliding_window": 100}, False, id="all-windowed"),
+        pytest.param({"num_hidden_layers": 2, "sliding_window": 100}, True, id="windowed-and-full"),
+        pytest.param({"num_hidden_layers": 1, "sliding_window": 4096}, True, id="window-past-the-longest-prompt"),
+        pytest.param({"num_hidden_layers": 1}, True, id="no-window"),
+    ],
+)
+def test_prefix_caching_is_off_where_every_layer_is_windowed_shorter_than_a_prompt(
+    tmp_path: Path, text: dict[str, object], cached: bool
+) -> None:
+    """vLLM keeps whole blocks for windowed layers only beside full ones: with every layer windowed,
+    a cache hit gave the two-way prefix freed blocks (first-token log-probabilities 0.56 off)."""
+    config = {"model_type": "paligemma", "text_config": text, "vision_config": {"image_size": 224, "patch_size": 14}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for attention in ("prefix", "causal"):
+        options = ServeOptions(model=str(tmp_path), attention=attention)
+        argv = build_command(options, resolve(str(tmp_path)), CPU).argv
+        assert ("--no-enable-prefix-caching" not in argv) is (cached or attention == "causal")
 
 
 def test_the_attention_mode_is_not_overridden_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
