@@ -229,7 +229,10 @@ def _decode(data: bytes, policy: ImagePolicy, what: str) -> tuple[Image.Image, i
     except ImageError:
         raise  # a limit's own message, not "damaged"
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{what} declares more pixels than can be decoded safely ({e}).") from e
+        raise ImageError(
+            f"{what} declares more pixels than can be decoded safely (Pillow: {e}); the limit here is "
+            f"{policy.max_pixels:,} pixels. Send a smaller image."
+        ) from e
     except UnidentifiedImageError as e:
         raise ImageError(
             f"{what} is not an image format that can be read (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF are). "
