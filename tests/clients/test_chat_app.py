@@ -19,7 +19,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from clients.chat_app import launch
-from clients.chat_turns import code_span, describe_objects
+from clients.chat_turns import DRAWN_MIN_SIDE, code_span, describe_objects
 from server.process import free_port
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.images import gradient_image
@@ -145,16 +145,19 @@ def chat(browser: Browser, app_url: str) -> Iterator[ChatPage]:
 
 
 def assert_drawn(image: Image.Image, colour: tuple[int, int, int]) -> None:
-    """Box edges and the legend swatch of the first label in its palette colour, the legend band below."""
-    assert image.width == WIDTH and image.height > HEIGHT  # the legend is a band added below the image
+    """Box edges and the legend swatch of the first label in its palette colour, the legend band below;
+    the 300 px image drawn enlarged to DRAWN_MIN_SIDE, its box with it."""
+    scale = DRAWN_MIN_SIDE / WIDTH
+    height = round(HEIGHT * scale)
+    assert image.width == DRAWN_MIN_SIDE and image.height > height  # the legend is a band added below the image
     pixels = image.load()
     assert pixels is not None
-    x0, y0, x1, y1 = BOX_XYXY
+    x0, y0, x1, y1 = (v * scale for v in BOX_XYXY)
     mid_x, mid_y = round((x0 + x1) / 2), round((y0 + y1) / 2)
     assert any(pixels[x, mid_y] == colour for x in range(int(x0) - 1, int(x0) + 3)), "left edge"
     assert any(pixels[x, mid_y] == colour for x in range(int(x1) - 3, int(x1) + 1)), "right edge"
     assert any(pixels[mid_x, y] == colour for y in range(int(y1) - 3, int(y1) + 1)), "bottom edge"
-    assert pixels[12, HEIGHT + 10] == colour, "legend swatch"
+    assert pixels[12, height + 10] == colour, "legend swatch"
 
 
 @pytest.mark.parametrize(
