@@ -157,7 +157,12 @@ class Task(Generic[OptionsT, ResultT]):
     def request(self, options: OptionsT) -> tuple[str, int]:
         """The prompt for `options`, and its token budget."""
         prompt = self.prompt(options)
-        return prompt, self.max_tokens[prompt.split(" ", 1)[0]]
+        word = prompt.split(" ", 1)[0]
+        if word not in self.max_tokens:  # a registry entry's mistake, named for whoever wrote it
+            raise ValueError(
+                f"task {self.name!r} wrote a prompt starting {word!r}, to which its max_tokens gives no budget"
+            )
+        return prompt, self.max_tokens[word]
 
 
 # --- what every entry must be, checked when it is defined --------------------------------------

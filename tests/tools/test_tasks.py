@@ -455,3 +455,9 @@ def test_the_docs_task_tables_list_exactly_the_registry(doc: str) -> None:
 def test_the_readme_names_every_batch_verb() -> None:
     verbs = re.search(r"`paligemma ([a-z|-]+) PATHS\.\.\.`", (ROOT / "README.md").read_text())
     assert verbs is not None and set(verbs[1].split("|")) == {task.verb for task in TASKS}
+
+
+def test_a_prompt_word_without_a_budget_is_named() -> None:
+    task = entry(max_tokens={"count": 16}, chat=())  # its prompt starts with `answer`
+    with pytest.raises(ValueError, match="wrote a prompt starting 'answer', to which its max_tokens gives no budget"):
+        task.request(task.given(objects=["cat"]))
