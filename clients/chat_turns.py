@@ -7,6 +7,7 @@ Markdown for Gradio's Chatbot: model text is escaped so it shows literally (`<lo
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,8 @@ from tools import (
     prompt_budget,
 )
 
+logger = logging.getLogger(__name__)
+
 Message = dict[str, Any]  # one Chatbot message: {"role": ..., "content": ...}
 
 DRAWN_MAX_SIDE = 1024  # drawn images in the conversation; boxes are computed on the original
@@ -56,12 +59,18 @@ class MenuEntry:
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def text_option(self) -> str | None:
-        """The option a person types (a question, an answer, object names): the task's one required option."""
+    def typed_options(self) -> list[str]:
+        """The options a person must type: the task's required ones the entry does not fix."""
         if self.task is None:
-            return "prompt"
-        required = [name for name, info in self.task.options.model_fields.items() if info.is_required()]
-        return required[0] if required else None
+            return ["prompt"]
+        fields = self.task.options.model_fields
+        return [name for name, info in fields.items() if info.is_required() and name not in self.fixed]
+
+    @property
+    def text_option(self) -> str | None:
+        """The option a person types (a question, an answer, object names) in the one text box."""
+        typed = self.typed_options
+        return typed[0] if typed else None
 
     @property
     def lists_names(self) -> bool:
@@ -95,9 +104,15 @@ class MenuEntry:
 
 
 def menu(tasks: Sequence[Task[Any, Any]] = TASKS) -> dict[str, MenuEntry]:
-    """The task menu by label: the chat entries of every task, then the free prompt."""
+    """The task menu by label: the chat entries of every task, then the free prompt. The app has one
+    text box, so an entry whose task needs more than one typed value (and does not fix the rest) is
+    left out, and said so in the log; its task stays on every other surface."""
     entries = [MenuEntry(e.label, task, e.placeholder, e.fixed) for task in tasks for e in task.chat]
-    return {e.label: e for e in [*entries, MenuEntry(FREE_PROMPT, None, "detect car ; person")]}
+    for entry in entries:
+        if len(entry.typed_options) > 1:
+            logger.warning("chat menu: %r needs %s typed: left out (one text box)", entry.label, entry.typed_options)
+    offered = [entry for entry in entries if len(entry.typed_options) <= 1]
+    return {e.label: e for e in [*offered, MenuEntry(FREE_PROMPT, None, "detect car ; person")]}
 
 
 MENU = menu()

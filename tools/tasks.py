@@ -173,24 +173,20 @@ RESERVED_OPTION_NAMES = frozenset(
     | {"paths", "output", "coco", "annotate_dir", "concurrency", "base_url", "model", "api_key", "timeout"}
     | {"no_progress", "command", "handler", "task"}
 )
-_NAME = re.compile(r"[a-z][a-z0-9_]*")  # a Python function's, an agent tool's and an MCP tool's
-_VERB = re.compile(r"[a-z][a-z0-9-]*")  # a command line's
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a Python function's, an agent tool's and an MCP tool's
+_VERB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a command line's
 _PREFIX = re.compile(r"\S+")  # the first word of a prompt
 
 
 def _entry_problems(task: Task[Any, Any]) -> list[str]:
     problems = []
     if not _NAME.fullmatch(task.name):
-        problems.append("its name must be lowercase letters, digits and '_' (a function's and a tool's name)")
+        problems.append("its name must be letters, digits and '_', not starting with a digit (a function's name)")
     if not _VERB.fullmatch(task.verb):
-        problems.append("its verb must be lowercase letters, digits and '-' (a command's name)")
+        problems.append("its verb must be letters, digits, '-' and '_' (a command's name, no spaces)")
     fields = task.options.model_fields
     if clashes := sorted(set(fields) & RESERVED_OPTION_NAMES):
         problems.append(f"option names {clashes} are taken by every surface's own arguments: rename them")
-    if len(required := [name for name, info in fields.items() if info.is_required()]) > 1:
-        problems.append(
-            f"options {required} are all required: the chat app's text box gives one, make the others optional"
-        )
     for name, info in fields.items():
         if not info.is_required() and not _json_ready(info.get_default(call_default_factory=True)):
             problems.append(f"option {name!r}'s default is not JSON (agent schemas state it)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,10 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return dict(action.choices)
 
 
+def required(task: Task[Any, Any], fixed: Any = ()) -> list[str]:
+    return [name for name, info in task.options.model_fields.items() if info.is_required() and name not in fixed]
+
+
 def test_every_surface_lists_exactly_the_registry() -> None:
     names = [task.name for task in TASKS]
     assert [tool.name for tool in TOOLS] == names
@@ -91,15 +96,14 @@ def test_every_surface_lists_exactly_the_registry() -> None:
     commands = subcommands(build_parser())
     for task in TASKS:  # the batch verb, and the task's own name as an alias
         assert commands[task.verb] is commands[task.name]
-    assert list(MENU) == [entry.label for task in TASKS for entry in task.chat] + [FREE_PROMPT]
+    one_box = [e.label for t in TASKS for e in t.chat if len(required(t, e.fixed)) <= 1]  # the chat app's
+    assert list(MENU) == [*one_box, FREE_PROMPT]
     assert set(MAX_TOKENS) == {prefix for task in TASKS for prefix in task.max_tokens}
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
 def test_entries_are_complete_and_agree_with_themselves(task: Task[Any, Any]) -> None:
     assert all(info.description for info in task.options.model_fields.values())
-    required = [name for name, info in task.options.model_fields.items() if info.is_required()]
-    assert len(required) <= 1, "the chat app has one text box: at most one option without a default"
     if task.answer_field is not None:
         assert task.result.model_fields[task.answer_field].annotation is str
     for entry in task.chat:
@@ -117,12 +121,18 @@ def test_names_verbs_and_labels_are_unique() -> None:
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
 def test_every_prompt_the_task_writes_has_a_budget(task: Task[Any, Any]) -> None:
-    values: dict[str, Any] = {"question": "what is it?", "answer": "red", "objects": ["cat"]}
-    for entry in task.chat:
-        fields = task.options.model_fields
-        given = {k: v for k, v in values.items() if k in fields} | dict(entry.fixed)
-        prompt, budget = task.request(task.given(**given))
+    fields = task.options.model_fields
+    typed = {name: example(info.annotation) for name, info in fields.items() if info.is_required()}
+    for entry in task.chat or (ChatEntry(task.name),):
+        prompt, budget = task.request(task.given(**(typed | dict(entry.fixed))))
         assert prompt.split(" ", 1)[0] in task.max_tokens and budget > 0
+
+
+def example(annotation: Any) -> Any:
+    """A value a person could type for a required option of this type (any option's name)."""
+    if typing.get_origin(annotation) is list:
+        return ["cat"]
+    return {int: 1, float: 1.0, bool: True}.get(annotation, "red")
 
 
 # --- one more entry appears everywhere -----------------------------------------------------------
@@ -227,9 +237,8 @@ class NotJsonOptions(Options):
     ("changes", "says"),
     [
         pytest.param({"options": ReservedOptions}, "option names ['model'] are taken", id="reserved-option"),
-        pytest.param({"options": TwoRequiredOptions}, "the chat app's text box gives one", id="two-required"),
         pytest.param({"options": NotJsonOptions}, "option 'size''s default is not JSON", id="default-not-json"),
-        pytest.param({"name": "Count objects"}, "its name must be", id="name-not-an-identifier"),
+        pytest.param({"name": "count objects"}, "its name must be", id="name-not-an-identifier"),
         pytest.param({"verb": "count objects"}, "its verb must be", id="verb-with-a-space"),
         pytest.param({"max_tokens": {}}, "max_tokens must give", id="no-budget"),
         pytest.param({"max_tokens": {"answer": 0}}, "max_tokens must give", id="zero-budget"),
@@ -241,6 +250,31 @@ def test_an_entry_no_surface_could_offer_is_refused_when_defined(changes: dict[s
     with pytest.raises(ValueError, match="cannot be offered on every surface") as refused:
         entry(**changes)
     assert says in str(refused.value)
+
+
+def test_a_task_of_two_typed_values_is_on_every_surface_and_in_the_chat_menu_where_one_is_fixed() -> None:
+    def prompt(o: TwoRequiredOptions) -> str:
+        return prompts.answer(f"{o.question} choices: {', '.join(o.choices)}", "en")
+
+    task = entry(
+        name="choose_answer",
+        verb="choose",
+        options=TwoRequiredOptions,
+        prompt=prompt,
+        chat=(
+            ChatEntry("Choose", "what colour?"),
+            ChatEntry("Yes or no", "is it red?", fixed={"choices": ["yes", "no"]}),
+        ),
+        answer_field=None,
+    )
+    assert "choose_answer" in [tool.name for tool in agent_tools((task,))]
+    args = build_parser((*TASKS, task)).parse_args(["choose", "a.png", "--question", "red?", "--choices", "yes ; no"])
+    assert (args.question, args.choices) == ("red?", "yes ; no")
+    offered = menu((task,))
+    assert "Choose" not in offered  # one text box: left out of the chat app only
+    yes_no = offered["Yes or no"]
+    assert yes_no.text_option == "question"
+    assert task.request(yes_no.options("en", "is it red?"))[0] == "answer en is it red? choices: yes, no"
 
 
 def test_an_option_with_a_default_factory_is_offered_with_its_default() -> None:
