@@ -162,6 +162,9 @@ class _Handlers:
     async def on_image(
         self, payload: Mapping[str, Any] | None, session: ChatSession
     ) -> tuple[list[Message], ChatSession]:
+        if not _inputs_have_their_types(payload, "", None, None):  # only a client of the raw API sends others
+            message = "**Error:** the upload's fields have the wrong types; upload the image from the page."
+            return [*session.history, {"role": "assistant", "content": message}], session
         async with session.lock:
             await self._switch_image(session, payload)
         return list(session.history), session

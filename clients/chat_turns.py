@@ -181,18 +181,18 @@ def _split_labels(result: LocatedObjects) -> list[tuple[str, str]]:
     return [(label, line[len(label) :]) for label, line in zip(labels, object_lines(result), strict=True)]
 
 
-def shown(text: str, limit: int = SHOWN_MAX_CHARS) -> str:
+def shown(text: str, limit: int = SHOWN_MAX_CHARS, *, whole: str = "; the whole text is in Raw model text") -> str:
     """`text` as the conversation shows it: its first `limit` characters and how many more there were."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]} … ({len(text) - limit:,} more characters; the whole text is in Raw model text)"
+    return f"{text[:limit]} … ({len(text) - limit:,} more characters{whole})"
 
 
 def user_text(entry: MenuEntry, lang: str, text: str) -> str:
-    typed = shown(text.strip(), TYPED_MAX_CHARS)  # the API takes any length; the checks refuse it after
+    typed = shown(text.strip(), TYPED_MAX_CHARS, whole=" not shown")  # the API takes any length; checks refuse it
     if entry.task is None:
         return code_span(typed) if typed else "(an empty prompt)"
-    words = f"{entry.label} ({escape_markdown(shown(lang, 40))})" if entry.uses_lang else entry.label
+    words = f"{entry.label} ({escape_markdown(shown(lang, 40, whole=''))})" if entry.uses_lang else entry.label
     return f"{words}: {escape_markdown(typed)}" if entry.text_option else words
 
 

@@ -567,9 +567,11 @@ def _option_value(annotation: Any, info: FieldInfo) -> Callable[[str], Any]:
 
 def _add_batch(sub: argparse._SubParsersAction[argparse.ArgumentParser], tasks: Sequence[Task[Any, Any]]) -> None:
     for task in tasks:
+        if taken := {task.verb, task.name} & set(sub.choices):
+            raise ValueError(f"task {task.name!r}: {sorted(taken)} is already a paligemma command; choose another verb")
         p = sub.add_parser(
             task.verb,
-            aliases=[task.name],
+            aliases=[task.name] if task.name != task.verb else [],
             help=f"{task.summary}; files, folders (recursive) and globs; resumable JSON Lines",
             description=f"{task.summary.capitalize()} ({task.name}). Results go to a JSON Lines file, one record "
             "per image; re-running with the same output skips the images already done. Exit status 1 if any "
@@ -663,9 +665,9 @@ def build_parser(tasks: Sequence[Task[Any, Any]] = TASKS) -> argparse.ArgumentPa
         add_finetune,
         _add_demo,
         _add_mcp,
-        functools.partial(_add_batch, tasks=tasks),
         _add_chat,
         _add_fix_cpu_install,
+        functools.partial(_add_batch, tasks=tasks),  # last: a verb that is another command is named
     ):
         add(sub)
     return parser

@@ -258,8 +258,9 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 
-# Where Pillow reads an orientation from (`getexif`: EXIF, else XMP's tiff:Orientation).
-_ORIENTATION_INFO = ("exif", "xmp", "XML:com.adobe.xmp")
+# Where Pillow reads an orientation from (`getexif`: EXIF, ImageMagick's PNG text chunk of it,
+# else XMP's tiff:Orientation).
+_ORIENTATION_INFO = ("exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp")
 
 
 def _orientation(image: Image.Image) -> int:

@@ -171,7 +171,7 @@ class Task(Generic[OptionsT, ResultT]):
 RESERVED_OPTION_NAMES = frozenset(
     {"image", "client", "extra_body", "mask_coco_rle"}
     | {"paths", "output", "coco", "annotate_dir", "concurrency", "base_url", "model", "api_key", "timeout"}
-    | {"no_progress", "command", "handler", "task"}
+    | {"no_progress", "progress", "help", "command", "handler", "task"}  # a boolean `progress` adds --no-progress
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a Python function's, an agent tool's and an MCP tool's
 _VERB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a command line's
@@ -210,10 +210,10 @@ def _json_ready(value: Any) -> bool:
 
 def registry(*tasks: Task[Any, Any]) -> tuple[Task[Any, Any], ...]:
     """`tasks` as a registry, refused when two share what names them on a surface."""
-    for what, key in (("name", "name"), ("verb", "verb")):
-        seen = [getattr(task, key) for task in tasks]
-        if twice := sorted({v for v in seen if seen.count(v) > 1}):
-            raise ValueError(f"two tasks share the {what} {twice}: each surface offers a task by it")
+    # The command line offers each task by its verb and its name: all of them must differ.
+    seen = [word for task in tasks for word in dict.fromkeys((task.verb, task.name))]
+    if twice := sorted({v for v in seen if seen.count(v) > 1}):
+        raise ValueError(f"two tasks share the name or verb {twice}: each surface offers a task by it")
     labels = [entry.label for task in tasks for entry in task.chat]
     if twice := sorted({label for label in labels if labels.count(label) > 1}):
         raise ValueError(f"two chat entries share the label {twice}: the chat app's menu offers them by it")

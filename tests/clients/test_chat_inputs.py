@@ -52,3 +52,11 @@ def test_fields_of_the_wrong_type_get_an_error_turn(payload: Any, task: Any, lan
     (last,) = asyncio.run(turns())
     history, _, structured, raw = last
     assert "wrong types" in history[-1]["content"] and (structured, raw) == (None, "")
+
+
+@pytest.mark.parametrize("payload", [{"path": 5}, "file.png", ["a"]], ids=["path-a-number", "a-string", "a-list"])
+def test_an_upload_of_the_wrong_type_gets_an_error_turn(payload: Any) -> None:
+    handlers = _Handlers(PaliGemmaClient(base_url=CLOSED, max_retries=0))
+    session = ChatSession()
+    history, kept = asyncio.run(handlers.on_image(payload, session))
+    assert "wrong types" in history[-1]["content"] and kept.upload is None

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps, features
+from PIL import Image, ImageOps, PngImagePlugin, features
 
 from tools.client import PaliGemmaClient
 from tools.errors import ImageError
@@ -336,7 +336,7 @@ def test_exif_orientation_is_applied(orientation: int, top_left: tuple[int, int,
 
 
 @pytest.mark.parametrize("orientation", range(2, 9))
-@pytest.mark.parametrize("where", ["exif", "xmp"])
+@pytest.mark.parametrize("where", ["exif", "xmp", "png-raw-profile"])
 def test_the_upright_image_loaded_again_is_not_turned_again(orientation: int, where: str) -> None:
     """The chat app and any caller may hand `loaded.image` back to the tools: it must be upright
     for good (a 640x480 photo tagged 6 came back 480x640, then 640x480, to the model)."""
@@ -344,6 +344,14 @@ def test_the_upright_image_loaded_again_is_not_turned_again(orientation: int, wh
         exif = Image.Exif()
         exif[0x0112] = orientation
         data = encoded(quadrants(64, 32), "JPEG", exif=exif, quality=95, subsampling=0)
+    elif where == "png-raw-profile":  # ImageMagick's PNG text chunk of the EXIF, which Pillow reads too
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        raw = exif.tobytes().hex()
+        text = f"\nexif\n{len(raw) // 2:8d}\n" + "\n".join(raw[i : i + 72] for i in range(0, len(raw), 72)) + "\n"
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Raw profile type exif", text)
+        data = encoded(quadrants(64, 32), "PNG", pnginfo=info)
     else:
         xmp = (
             '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -359,8 +367,6 @@ def test_the_upright_image_loaded_again_is_not_turned_again(orientation: int, wh
 
 
 def _xmp_chunk(xmp: str) -> Any:
-    from PIL import PngImagePlugin
-
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", xmp)
     return info

@@ -233,10 +233,22 @@ class NotJsonOptions(Options):
     size: tuple[int, int] | frozenset[int] = Field(default=frozenset({1}), description="Not JSON.")
 
 
+class HelpOptions(Options):
+    objects: list[str] = Field(description="Names.")
+    help: str = Field(default="", description="Clashes with --help.")
+
+
+class ProgressOptions(Options):
+    objects: list[str] = Field(description="Names.")
+    progress: bool = Field(default=True, description="--progress/--no-progress clashes with --no-progress.")
+
+
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
         pytest.param({"options": ReservedOptions}, "option names ['model'] are taken", id="reserved-option"),
+        pytest.param({"options": HelpOptions}, "option names ['help'] are taken", id="option-help"),
+        pytest.param({"options": ProgressOptions}, "option names ['progress'] are taken", id="option-progress"),
         pytest.param({"options": NotJsonOptions}, "option 'size''s default is not JSON", id="default-not-json"),
         pytest.param({"name": "count objects"}, "its name must be", id="name-not-an-identifier"),
         pytest.param({"verb": "count objects"}, "its verb must be", id="verb-with-a-space"),
@@ -288,8 +300,9 @@ def test_an_option_with_a_default_factory_is_offered_with_its_default() -> None:
 @pytest.mark.parametrize(
     ("tasks", "says"),
     [
-        pytest.param((COUNT, entry(verb="tally", chat=())), "share the name", id="name"),
-        pytest.param((COUNT, entry(name="tally", chat=())), "share the verb", id="verb"),
+        pytest.param((COUNT, entry(verb="tally", chat=())), "share the name or verb", id="name"),
+        pytest.param((COUNT, entry(name="tally", chat=())), "share the name or verb", id="verb"),
+        pytest.param((COUNT, entry(name="count", verb="tally", chat=())), "share the name or verb", id="name-a-verb"),
         pytest.param((COUNT, entry(name="tally", verb="tally")), "share the label", id="chat-label"),
     ],
 )
@@ -495,3 +508,9 @@ def test_a_prompt_word_without_a_budget_is_named() -> None:
     task = entry(max_tokens={"count": 16}, chat=())  # its prompt starts with `answer`
     with pytest.raises(ValueError, match="wrote a prompt starting 'answer', to which its max_tokens gives no budget"):
         task.request(task.given(objects=["cat"]))
+
+
+@pytest.mark.parametrize("verb", ["serve", "chat", "mcp", "fix-cpu-install"])
+def test_a_verb_that_is_another_command_is_named(verb: str) -> None:
+    with pytest.raises(ValueError, match=f"\\['{verb}'\\] is already a paligemma command; choose another verb"):
+        build_parser((*TASKS, entry(name="tally", verb=verb, chat=())))
