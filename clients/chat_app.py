@@ -124,9 +124,13 @@ def _read_upload(payload: Mapping[str, Any], client: PaliGemmaClient) -> LoadedI
     return dataclasses.replace(loaded, source=repr(name))
 
 
+def _is_upload(payload: object) -> bool:
+    """Whether `payload` is what the page sends for an image: nothing, or a mapping with a path."""
+    return payload is None or (isinstance(payload, Mapping) and isinstance(payload.get("path"), str | None))
+
+
 def _inputs_have_their_types(payload: object, task: object, lang: object, text: object) -> bool:
-    upload = payload is None or (isinstance(payload, Mapping) and isinstance(payload.get("path"), str | None))
-    return upload and isinstance(task, str) and all(isinstance(v, str | None) for v in (lang, text))
+    return _is_upload(payload) and isinstance(task, str) and all(isinstance(v, str | None) for v in (lang, text))
 
 
 def _error_text(error: BaseException) -> str:
@@ -162,7 +166,7 @@ class _Handlers:
     async def on_image(
         self, payload: Mapping[str, Any] | None, session: ChatSession
     ) -> tuple[list[Message], ChatSession]:
-        if not _inputs_have_their_types(payload, "", None, None):  # only a client of the raw API sends others
+        if not _is_upload(payload):  # only a client of the raw API sends others
             message = "**Error:** the upload's fields have the wrong types; upload the image from the page."
             return [*session.history, {"role": "assistant", "content": message}], session
         async with session.lock:
